@@ -1,0 +1,2 @@
+//! Planner benchmark (filled in below).
+fn main() {}

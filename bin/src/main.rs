@@ -1,0 +1,2 @@
+//! The `zferry` command.
+fn main() {}
