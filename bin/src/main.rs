@@ -1,2 +1,30 @@
-//! The `zferry` command.
-fn main() {}
+//! The `zferry` command: the daemon (later) and the tools that answer a user's questions about
+//! replication from plain listings, without touching a pool.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd_plan;
+mod input;
+
+/// zferry: ZFS snapshot replication.
+#[derive(Debug, Parser)]
+#[command(name = "zferry", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what replication would send, or why it cannot, from two `zfs list` listings.
+    Plan(cmd_plan::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Plan(args) => cmd_plan::run(&args),
+    }
+}
