@@ -9,6 +9,8 @@
 //! from an unseeded random number generator. Those live behind traits implemented elsewhere.
 #![deny(missing_docs)]
 
+pub mod abstraction;
+pub mod job_id;
 pub mod listing;
 pub mod name;
 pub mod version;
