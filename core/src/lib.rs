@@ -9,6 +9,9 @@
 //! from an unseeded random number generator. Those live behind traits implemented elsewhere.
 #![deny(missing_docs)]
 
+pub mod abstraction;
+pub mod filter;
+pub mod job_id;
 pub mod listing;
 pub mod name;
 pub mod plan;
