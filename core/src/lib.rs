@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod abstraction;
+pub mod backend;
 pub mod filter;
 pub mod job_id;
 pub mod listing;
