@@ -89,6 +89,7 @@ pub fn classify(stderr: &str) -> Option<ZfsErrorKind> {
         || has("bad property list")
         || has("operation does not apply to pools")
         || has("invalid character")
+        || has("multiple snapshots of same fs not allowed")
         || has("usage:")
     {
         return Some(ZfsErrorKind::InvalidArgument);
@@ -252,6 +253,11 @@ mod tests {
             (
                 "cannot receive new filesystem stream: checksum mismatch or incomplete stream\n",
                 Some(StreamBroken),
+            ),
+            (
+                "cannot create snapshots : multiple snapshots of same fs not allowed\n\
+                 no snapshots were created\n",
+                Some(InvalidArgument),
             ),
             ("", None),
             ("something nobody has seen\n", None),

@@ -408,6 +408,8 @@ impl ZfsBackend for ZfsCli {
         };
         let object = first.to_string();
         // One call, never split: ZFS takes the snapshots of one call in one transaction group.
+        // OpenZFS refuses two snapshots of one dataset in a call ("multiple snapshots of same
+        // fs not allowed", InvalidArgument) and then creates none.
         let args = argv::snapshot(snapshots).map_err(|e| refused(op, &object, &e))?;
         let done = self.run(op, &object, &args).await?;
         if !done.status.success() {
