@@ -49,7 +49,7 @@ pub fn classify(stderr: &str) -> Option<ZfsErrorKind> {
     if has("out of space") {
         return Some(ZfsErrorKind::NoSpace);
     }
-    // "encryption key not loaded" / "key must be loaded" (libzfs; not captured yet).
+    // "dataset key must be loaded" (send), "encryption key not loaded" (mount).
     if has("key not loaded") || has("key must be loaded") || has("key is not loaded") {
         return Some(ZfsErrorKind::KeyNotLoaded);
     }
@@ -63,7 +63,11 @@ pub fn classify(stderr: &str) -> Option<ZfsErrorKind> {
     {
         return Some(ZfsErrorKind::DoesNotExist);
     }
-    if has("dataset is busy") || has("it's being held") || has("pool or dataset is busy") {
+    if has("dataset is busy")
+        || has("it's being held")
+        || has("pool or dataset is busy")
+        || has("has dependent clones")
+    {
         return Some(ZfsErrorKind::Busy);
     }
     if has("dataset already exists")

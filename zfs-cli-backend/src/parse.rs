@@ -259,31 +259,39 @@ pub struct UndestroyedSnapshot {
     pub kind: ZfsErrorKind,
 }
 
-/// Parses the per-snapshot lines `cannot destroy snapshot <dataset>@<snap>: <reason>` of a
-/// batched destroy of `requested`. Names may hold spaces and colons, so each line is matched
-/// against the requested names (the longest match wins). Lines of other shapes are ignored.
+/// Parses the per-snapshot lines of a batched destroy of `requested`:
+/// `cannot destroy snapshot <dataset>@<snap>: <reason>` (held, busy) and
+/// `cannot destroy '<dataset>@<snap>': <reason>` (dependent clones). Names may hold spaces and
+/// colons, so each line is matched against the requested names (the longest match wins).
+/// Lines of other shapes are ignored.
 pub fn parse_undestroyed(
     stderr: &str,
     dataset: &str,
     requested: &[Component],
 ) -> Vec<UndestroyedSnapshot> {
-    let prefix = format!("cannot destroy snapshot {dataset}@");
+    let shapes = [
+        (format!("cannot destroy snapshot {dataset}@"), ": "),
+        (format!("cannot destroy '{dataset}@"), "': "),
+    ];
     let mut out: Vec<UndestroyedSnapshot> = Vec::new();
     for raw in stderr.lines() {
-        let Some(rest) = raw.strip_prefix(&prefix) else {
+        let Some((rest, separator)) = shapes
+            .iter()
+            .find_map(|(prefix, sep)| raw.strip_prefix(prefix.as_str()).map(|r| (r, *sep)))
+        else {
             continue;
         };
         let best = requested
             .iter()
             .filter(|c| {
                 rest.strip_prefix(c.as_str())
-                    .is_some_and(|r| r.starts_with(": "))
+                    .is_some_and(|r| r.starts_with(separator))
             })
             .max_by_key(|c| c.as_str().len());
         let Some(snapshot) = best else {
             continue;
         };
-        let reason = &rest[snapshot.as_str().len() + 2..];
+        let reason = &rest[snapshot.as_str().len() + separator.len()..];
         let kind = classify(reason).unwrap_or_else(|| ZfsErrorKind::Other {
             detail: fold_whitespace(reason),
         });
@@ -466,6 +474,16 @@ mod tests {
             got,
             [UndestroyedSnapshot {
                 snapshot: c("b"),
+                kind: ZfsErrorKind::Busy
+            }]
+        );
+        // A clone's origin (OpenZFS 2.3.2, probe run): another shape, and Busy.
+        let stderr = "cannot destroy 'tank/o@1': snapshot has dependent clones\n\
+                      use '-R' to destroy the following datasets:\ntank/cl\n";
+        assert_eq!(
+            parse_undestroyed(stderr, "tank/o", &[c("1"), c("2")]),
+            [UndestroyedSnapshot {
+                snapshot: c("1"),
                 kind: ZfsErrorKind::Busy
             }]
         );
