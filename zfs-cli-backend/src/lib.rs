@@ -212,6 +212,10 @@ impl ZfsCli {
             return Ok(BatchResult::Destroyed);
         }
         let text = fold_whitespace(&done.stderr);
+        // Through a remote shell, E2BIG is the shell's message rather than a spawn error.
+        if text.contains("Argument list too long") {
+            return Ok(BatchResult::TooLong);
+        }
         // None of the named snapshots exist: they are all gone, which counts as destroyed.
         if text.contains("could not find any snapshots to destroy") {
             return Ok(BatchResult::Destroyed);
@@ -239,7 +243,8 @@ impl ZfsCli {
         snapshots: &[VersionName],
         ignorable: &str,
     ) -> Result<(), ZfsError> {
-        for chunk in chunks_by_bytes(snapshots, ARGV_BYTES_MAX, usize::MAX) {
+        let names_bytes_max = ARGV_BYTES_MAX.saturating_sub(shell_quote(tag).len());
+        for chunk in chunks_by_bytes(snapshots, names_bytes_max, usize::MAX) {
             let args = if operation == Operation::Hold {
                 argv::hold(tag, chunk)
             } else {
@@ -532,12 +537,25 @@ impl ZfsBackend for ZfsCli {
                 .map(<[Component]>::to_vec)
                 .collect();
         let mut outcomes: BTreeMap<Component, Result<(), ZfsErrorKind>> = BTreeMap::new();
-        // Every round settles at least one snapshot or splits a batch: 3 per snapshot bounds it.
+        // Every round settles at least one snapshot or splits a batch, so 3 rounds per snapshot
+        // bound the loop; running past that is a bug, reported per snapshot, never a hang.
         let rounds_max = 3 * wanted.len() + 1;
         let mut rounds = 0;
         while let Some(batch) = work.pop() {
             rounds += 1;
-            assert!(rounds <= rounds_max, "destroy_snapshots did not converge");
+            if rounds > rounds_max {
+                debug_assert!(false, "destroy_snapshots did not converge");
+                let detail = format!("gave up after {rounds_max} zfs destroy calls");
+                for s in work.into_iter().flatten().chain(batch) {
+                    outcomes.insert(
+                        s,
+                        Err(ZfsErrorKind::Other {
+                            detail: detail.clone(),
+                        }),
+                    );
+                }
+                break;
+            }
             match self.destroy_once(dataset, &batch).await? {
                 BatchResult::Destroyed => {
                     for s in batch {
@@ -955,6 +973,27 @@ mod tests {
             argv::zpool_feature("tank", argv::FEATURE_EXTENSIBLE_DATASET)
         );
         assert_eq!(f.status, 0);
+    }
+
+    proptest::proptest! {
+        /// Chunks keep every item in order, and each stays within both bounds unless it is a
+        /// single over-long item.
+        #[test]
+        fn chunks_cover_the_input_within_bounds(
+            items in proptest::collection::vec("[a-z ]{1,30}", 0..60),
+            bytes_max in 1usize..200,
+            count_max in 1usize..10,
+        ) {
+            let chunks = chunks_by_bytes(&items, bytes_max, count_max);
+            let flat: Vec<&String> = chunks.iter().flat_map(|c| c.iter()).collect();
+            proptest::prop_assert_eq!(flat, items.iter().collect::<Vec<_>>());
+            for chunk in chunks {
+                proptest::prop_assert!(!chunk.is_empty());
+                proptest::prop_assert!(chunk.len() <= count_max);
+                let bytes: usize = chunk.iter().map(|i| shell_quote(i).len() + 1).sum();
+                proptest::prop_assert!(bytes <= bytes_max || chunk.len() == 1);
+            }
+        }
     }
 
     #[test]

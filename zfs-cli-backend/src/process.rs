@@ -337,6 +337,21 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Whatever a word holds, a POSIX shell gets it back unchanged.
+        #[test]
+        fn quoted_words_survive_a_shell(word in "[ -~]{0,40}") {
+            let quoted = shell_quote(&word);
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("printf %s {quoted}")])
+                .output()
+                .unwrap();
+            proptest::prop_assert_eq!(String::from_utf8_lossy(&out.stdout), word);
+        }
+    }
+
     #[tokio::test]
     async fn stdout_and_stderr_are_read_concurrently_and_stderr_is_a_tail() {
         // The shell writes far more than a pipe holds to both streams, interleaved: reading
@@ -359,6 +374,33 @@ mod tests {
         assert!(done.stderr.len() <= STDERR_TAIL_BYTES_MAX);
         assert!(done.stderr.ends_with("last-words\n"));
         assert_eq!(l.launches()[&Operation::ListVersions], 1);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn pipes_are_enlarged() {
+        let l = Launcher::new("sleep".into(), "zpool".into(), None);
+        let mut child = l
+            .spawn(
+                Operation::Send,
+                "x",
+                Program::Zfs,
+                &["5".into()],
+                Stdio::null(),
+            )
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let before = rustix::pipe::fcntl_getpipe_size(&stdout).unwrap();
+        enlarge_pipe(&stdout);
+        let after = rustix::pipe::fcntl_getpipe_size(&stdout).unwrap();
+        // Unprivileged users may be held to pipe-max-size, which is 1 MiB by default too.
+        assert!(
+            after == PIPE_BYTES || after == before,
+            "{before} -> {after}"
+        );
+        assert!(after >= before);
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
     }
 
     #[tokio::test]
