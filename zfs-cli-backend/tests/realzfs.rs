@@ -67,6 +67,11 @@ fn c(s: &str) -> Component {
     Component::parse(s).unwrap()
 }
 
+/// A snapshot that still exists when the forced receive is tried.
+fn s1_for_force() -> VersionName {
+    v("src a@s 1")
+}
+
 fn full(to: &VersionName) -> SendRequest {
     SendRequest {
         source: SendSource::Full { to: to.clone() },
@@ -414,6 +419,63 @@ async fn every_method_against_real_zfs() {
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let left = guest(&ssh, "ps -eo pid,args | grep '[z]fs send' || true");
     assert!(left.trim().is_empty(), "zfs send still running: {left}");
+
+    // A clone's origin cannot be destroyed; the rest of the batch is.
+    guest(
+        &ssh,
+        "zfs clone 'tank/zferry it/src a@s 2' 'tank/zferry it/clone'",
+    );
+    let out = zfs
+        .destroy_snapshots(&src, &[c("s 2"), c("s 5")])
+        .await
+        .unwrap();
+    assert_eq!(out[0].result, Err(ZfsErrorKind::Busy));
+    assert_eq!(out[1].result, Ok(()));
+    zfs.destroy_dataset(&ds("clone"), false).await.unwrap();
+
+    // Raw sends of an encrypted dataset, and a forced plain receive onto it.
+    guest(
+        &ssh,
+        "head -c 32 /dev/urandom > /root/zferry-it.key && zfs create -o encryption=on \
+         -o keyformat=raw -o keylocation=file:///root/zferry-it.key 'tank/zferry it/enc a' && \
+         zfs snapshot 'tank/zferry it/enc a@e 1'",
+    );
+    let e1 = v("enc a@e 1");
+    let e1_guid = guid_of(&zfs, &e1).await;
+    let raw = SendRequest {
+        source: SendSource::Full { to: e1.clone() },
+        flags: SendFlags {
+            raw: true,
+            ..SendFlags::default()
+        },
+    };
+    let stream = zfs.send(&raw).await.unwrap();
+    zfs.receive(&recv_into(&ds("enc copy"), "e 1", e1_guid, true), stream)
+        .await
+        .unwrap();
+    let props = zfs
+        .get_properties(
+            &ObjectName::Dataset(ds("enc copy")),
+            &["encryption", "keystatus"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(props["keystatus"].value, "unavailable");
+    let stream = zfs.send(&full(&s1_for_force())).await.unwrap();
+    let mut forced = recv_into(&ds("enc a"), "s 1", made.guid, false);
+    forced.force = true;
+    let e = zfs.receive(&forced, stream).await.unwrap_err();
+    // -F without -R does not destroy snapshots: zrepl rolls back and destroys them first.
+    assert_eq!(e.kind, ZfsErrorKind::AlreadyExists, "{e}");
+    guest(
+        &ssh,
+        "zfs create -o encryption=on -o keyformat=raw \
+         -o keylocation=file:///root/zferry-it.key 'tank/zferry it/enc b'",
+    );
+    let stream = zfs.send(&full(&s1_for_force())).await.unwrap();
+    forced.dataset = ds("enc b");
+    let e = zfs.receive(&forced, stream).await.unwrap_err();
+    assert_eq!(e.kind, ZfsErrorKind::EncryptedOverwriteRefused, "{e}");
 
     // Placeholders.
     let ph = ds("ph/child");
