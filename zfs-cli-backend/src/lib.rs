@@ -3,7 +3,7 @@
 //! [`ZfsCli`] implements [`ZfsBackend`] by launching `zfs`/`zpool` (directly, or through a
 //! prefix such as `ssh root@host`), parsing their output and classifying their stderr into
 //! typed errors. The argument vectors are pure functions in [`argv`], the parsers in [`parse`]
-//! and [`classify`]; [`process`] and [`stream`] hold the process handling.
+//! and [`classify`](mod@classify); [`process`] and [`stream`] hold the process handling.
 //!
 //! This is the only crate that spawns processes and reads the clock for them (tokio's, which
 //! the simulation can replace).
