@@ -94,6 +94,7 @@ pub fn classify(stderr: &str) -> Option<ZfsErrorKind> {
         || has("operation does not apply to pools")
         || has("invalid character")
         || has("multiple snapshots of same fs not allowed")
+        || has("is not a snapshot")
         || has("usage:")
     {
         return Some(ZfsErrorKind::InvalidArgument);
@@ -191,83 +192,136 @@ mod tests {
         assert_eq!(kind("release_missing"), None);
     }
 
-    /// Captured from OpenZFS 2.3.2 in the realzfs VM (probe run of 2026-11-21), not yet in the
-    /// fixture folder.
+    /// Where a test message comes from.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Source {
+        /// `tests/probes/errors-*.out` (OpenZFS 2.3.2): checked to occur there line for line.
+        Probe,
+        /// Seen while running `tests/realzfs.rs` against OpenZFS 2.3.2.
+        RealzfsTest,
+        /// zrepl's reference (§4.1): older or newer ZFS than the one captured.
+        Reference,
+        /// Made up, for what must stay unknown.
+        Made,
+    }
+
     #[test]
-    fn more_real_stderr_is_classified() {
+    fn probed_stderr_is_classified() {
+        use Source::*;
         use ZfsErrorKind::*;
-        let table: &[(&str, Option<ZfsErrorKind>)] = &[
+        let table: &[(Source, &str, Option<ZfsErrorKind>)] = &[
             (
+                Probe,
                 "cannot receive new filesystem stream: destination tank/part contains \
                  partially-complete state from \"zfs receive -s\".\n",
                 Some(ResumeStatePresent),
             ),
             (
+                Probe,
                 "cannot receive: failed to read from stream\n",
                 Some(StreamBroken),
             ),
             (
+                Probe,
                 "cannot receive new filesystem stream: incomplete stream\n",
                 Some(StreamBroken),
             ),
             (
+                Probe,
                 "cannot resume send: resume token is corrupt (incorrect checksum)\n",
                 Some(ResumeTokenInvalid),
             ),
             (
+                Probe,
                 "cannot open 'tank/src#nosuch': no such pool or dataset\n",
                 Some(DoesNotExist),
             ),
             (
+                Probe,
                 "cannot create 'tank/nosuchparent/ph': parent does not exist\n",
                 Some(DoesNotExist),
             ),
             (
+                Probe,
                 "cannot create snapshot 'tank/src@a': dataset already exists\n",
                 Some(AlreadyExists),
             ),
             (
+                Probe,
                 "cannot create 'tank/src': dataset already exists\n",
                 Some(AlreadyExists),
             ),
             (
+                Probe,
                 "cannot restore to tank/dstI@c: destination already exists\n",
                 Some(AlreadyExists),
             ),
             (
-                "bad property list: invalid property 'nosuchprop'\nusage:\n\tget [-rHp]\n",
+                Probe,
+                "bad property list: invalid property 'nosuchprop'\nusage:\n",
                 Some(InvalidArgument),
             ),
             (
+                Probe,
                 "cannot set property for 'tank/src': invalid property 'bad prop'\n",
                 Some(InvalidArgument),
             ),
             (
+                Probe,
                 "cannot destroy 'tank': operation does not apply to pools\n",
                 Some(InvalidArgument),
             ),
             (
-                "cannot open 'tank/nosuch': dataset does not exist\nusage:\n\treceive [-vMnsFhu]\n",
+                Probe,
+                "cannot open 'tank/nosuch': dataset does not exist\nusage:\n",
                 Some(DoesNotExist),
             ),
             (
-                "cannot destroy snapshot p/a@b: dataset is busy\n",
+                Probe,
+                "cannot destroy 'tank/o@1': snapshot has dependent clones\n\
+                 use '-R' to destroy the following datasets:\ntank/cl\n",
                 Some(Busy),
             ),
             (
-                "cannot receive new filesystem stream: checksum mismatch or incomplete stream\n",
-                Some(StreamBroken),
+                Probe,
+                "warning: cannot send 'tank/enc@1': dataset key must be loaded\n",
+                Some(KeyNotLoaded),
             ),
             (
+                Probe,
+                "cannot mount 'tank/encr': encryption key not loaded\n",
+                Some(KeyNotLoaded),
+            ),
+            (
+                Probe,
+                "'tank/o#x' is not a snapshot\n",
+                Some(InvalidArgument),
+            ),
+            (
+                RealzfsTest,
                 "cannot create snapshots : multiple snapshots of same fs not allowed\n\
                  no snapshots were created\n",
                 Some(InvalidArgument),
             ),
-            ("", None),
-            ("something nobody has seen\n", None),
+            (
+                RealzfsTest,
+                "cannot receive new filesystem stream: destination has snapshots (eg. \
+                 tank/zferry it/enc a@e 1)\nmust destroy them to overwrite it\n",
+                Some(AlreadyExists),
+            ),
+            (
+                Reference,
+                "cannot destroy snapshot p/a@b: dataset is busy\n",
+                Some(Busy),
+            ),
+            (Made, "", None),
+            (Made, "something nobody has seen\n", None),
         ];
-        for (stderr, expected) in table {
+        for (source, stderr, expected) in table {
             assert_eq!(&classify(stderr), expected, "{stderr:?}");
+            if *source == Probe {
+                crate::fixtures::assert_probed(stderr);
+            }
         }
     }
 

@@ -37,3 +37,19 @@ impl Fixture {
         self.args[n..].to_vec()
     }
 }
+
+/// Asserts that every line of `text` occurs, whole, in the outputs of `tests/probes/` (real
+/// OpenZFS output captured by the scripts there).
+pub(crate) fn assert_probed(text: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/probes");
+    let probes: String = ["errors-1.out", "errors-2.out"]
+        .iter()
+        .map(|f| std::fs::read_to_string(dir.join(f)).unwrap())
+        .collect();
+    for line in text.lines() {
+        assert!(
+            probes.lines().any(|l| l == line),
+            "not in tests/probes: {line:?}"
+        );
+    }
+}

@@ -480,6 +480,7 @@ mod tests {
         // A clone's origin (OpenZFS 2.3.2, probe run): another shape, and Busy.
         let stderr = "cannot destroy 'tank/o@1': snapshot has dependent clones\n\
                       use '-R' to destroy the following datasets:\ntank/cl\n";
+        crate::fixtures::assert_probed(stderr);
         assert_eq!(
             parse_undestroyed(stderr, "tank/o", &[c("1"), c("2")]),
             [UndestroyedSnapshot {
@@ -527,6 +528,7 @@ mod tests {
         // Several snapshots in one call (probe run against OpenZFS 2.3.2).
         let stderr = "cannot release hold from snapshot 'tank/src@c': no such tag on this dataset\n\
                       cannot release hold from snapshot 'tank/src@nosuch': dataset does not exist\n";
+        crate::fixtures::assert_probed(stderr);
         let (lines, rest) = parse_hold_lines(stderr);
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1].snapshot, "tank/src@nosuch");
