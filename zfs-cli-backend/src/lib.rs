@@ -148,11 +148,26 @@ impl ZfsCli {
             .get_or_try_init(|| async {
                 let mut texts = Vec::new();
                 for sub in ["send", "receive", "load-key", "destroy"] {
-                    // Usage texts come with exit status 2; the text is what counts.
+                    // Usage texts come with exit status 2; the text is what counts. No usage
+                    // text at all (ssh failed, a wrapper refused) is an error, not "no
+                    // features": the answer is cached for the life of the process.
                     let done = self
                         .run(Operation::Features, sub, &argv::usage(sub))
                         .await?;
-                    texts.push(format!("{}{}", done.stdout, done.stderr));
+                    let text = format!("{}{}", done.stdout, done.stderr);
+                    if !text.contains("usage:") {
+                        let detail = format!(
+                            "`zfs {sub}` printed no usage text ({})",
+                            stream::describe_status(done.status)
+                        );
+                        return Err(ZfsError::new(
+                            Operation::Features,
+                            sub,
+                            ZfsErrorKind::Other { detail },
+                        )
+                        .with_stderr(&done.stderr));
+                    }
+                    texts.push(text);
                 }
                 Ok(parse::parse_usage(
                     &texts[0], &texts[1], &texts[2], &texts[3],

@@ -26,10 +26,10 @@ D=$(dirname "$0")
 echo "$*" >> "$D/calls"
 if [ $# -eq 1 ]; then
   case "$1" in
-    send) echo 'send [-nVvPe] -t <receive_resume_token>' >&2; exit 2 ;;
-    receive) echo 'receive -A <filesystem|volume>' >&2; exit 2 ;;
-    load-key) echo 'load-key [-rn] [-L <keylocation>] <-a | filesystem|volume>' >&2; exit 2 ;;
-    destroy) echo 'destroy [-dnpRrv] <filesystem|volume>@<snap>[%<snap>][,...]' >&2; exit 2 ;;
+    send) printf 'usage:\n\tsend [-nVvPe] -t <receive_resume_token>\n' >&2; exit 2 ;;
+    receive) printf 'usage:\n\treceive -A <filesystem|volume>\n' >&2; exit 2 ;;
+    load-key) printf 'usage:\n\tload-key [-rn] [-L <keylocation>] <-a | filesystem|volume>\n' >&2; exit 2 ;;
+    destroy) printf 'usage:\n\tdestroy [-dnpRrv] <filesystem|volume>@<snap>[%%<snap>][,...]\n' >&2; exit 2 ;;
   esac
 fi
 "#;
@@ -377,4 +377,28 @@ get) printf 'p/x@s\tguid\t5\t-\np/x@s\tcreatetxg\t9\t-\np/x@s\tcreation\t100\t-\
     assert_eq!(made.createtxg.0, 9);
     assert_eq!(made.creation_unix, 100);
     assert_eq!(fake.launches(Operation::Bookmark), 2);
+}
+
+#[tokio::test]
+async fn features_come_from_usage_texts_and_a_missing_text_is_not_cached() {
+    let fake = Fake::new("features", "get) printf 'enabled\\n' ;;");
+    // `zpool` is the fake too: `zpool get` answers `enabled`.
+    let fake_zpool = ZfsCli::new(ZfsCliConfig {
+        zfs: fake.dir.join("zfs").to_string_lossy().into_owned(),
+        zpool: fake.dir.join("zfs").to_string_lossy().into_owned(),
+        prefix: None,
+    });
+    let f = fake_zpool.features("p").await.unwrap();
+    assert!(f.resumable_send && f.resumable_receive && f.encryption && f.batch_destroy);
+    fake_zpool.features("p").await.unwrap();
+    assert_eq!(fake_zpool.launches()[&Operation::Features], 5);
+    // Something that prints no usage text (a failing ssh, say).
+    let broken = ZfsCli::new(ZfsCliConfig {
+        zfs: "false".into(),
+        ..ZfsCliConfig::default()
+    });
+    let e = broken.features("p").await.unwrap_err();
+    assert!(e.to_string().contains("printed no usage text"), "{e}");
+    broken.features("p").await.unwrap_err();
+    assert_eq!(broken.launches()[&Operation::Features], 2);
 }
