@@ -9,6 +9,9 @@
 //! from an unseeded random number generator. Those live behind traits implemented elsewhere.
 #![deny(missing_docs)]
 
+pub mod error_class;
 pub mod listing;
 pub mod name;
+pub mod queue;
 pub mod version;
+pub mod watchdog;
