@@ -5,3 +5,5 @@
 //!
 //! What it never does: assert on timings. Figures are written down in the README with the
 //! command that produced them.
+
+pub mod queue_fixtures;
