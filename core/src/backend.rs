@@ -557,7 +557,11 @@ mod tests {
 
     #[test]
     fn stderr_tail_keeps_the_end_at_a_char_boundary() {
-        let long = format!("{}é{}", "x".repeat(STDERR_TAIL_BYTES_MAX), "cannot destroy: busy");
+        let long = format!(
+            "{}é{}",
+            "x".repeat(STDERR_TAIL_BYTES_MAX),
+            "cannot destroy: busy"
+        );
         let e = ZfsError::new(Operation::DestroySnapshots, "p/a@s", ZfsErrorKind::Busy)
             .with_stderr(&long);
         let tail = e.stderr_tail.unwrap();

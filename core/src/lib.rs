@@ -11,9 +11,12 @@
 
 pub mod abstraction;
 pub mod backend;
+pub mod error_class;
 pub mod filter;
 pub mod job_id;
 pub mod listing;
 pub mod name;
 pub mod plan;
+pub mod queue;
 pub mod version;
+pub mod watchdog;
