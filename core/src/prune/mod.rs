@@ -33,6 +33,8 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+use crate::abstraction::Abstraction;
+use crate::job_id::JobId;
 use crate::name::{Component, DatasetName};
 use crate::version::{Guid, Version, sort_by_createtxg};
 
@@ -262,6 +264,28 @@ pub fn replicated_flags(
             .map(|(i, _)| i < at || (i == at && cursor_snapshot_counts_as_replicated))
             .collect(),
     )
+}
+
+/// The replication cursor `job` left among `versions`, the sender's versions of one filesystem:
+/// the GUID of its newest cursor bookmark (highest createtxg, then greatest name), as zrepl's
+/// `ReplicationCursor` answers, or [`ReplicationCursor::Missing`]. Tentative cursors, legacy v1
+/// cursors, other jobs' cursors and bookmarks whose name does not match their GUID do not count.
+pub fn cursor_from_bookmarks(versions: &[Version], job: &JobId) -> ReplicationCursor {
+    versions
+        .iter()
+        .filter(|v| !v.is_snapshot())
+        .filter_map(
+            |v| match Abstraction::parse_bookmark(v.name.as_str(), v.guid).ours() {
+                Some(Abstraction::ReplicationCursor { job: owner, guid }) if &owner == job => {
+                    Some((v.createtxg, &v.name, guid))
+                }
+                _ => None,
+            },
+        )
+        .max()
+        .map_or(ReplicationCursor::Missing, |(_, _, guid)| {
+            ReplicationCursor::At(guid)
+        })
 }
 
 /// Plans the pruning of one filesystem: its listed versions (any order; bookmarks are ignored),

@@ -490,6 +490,29 @@ fn duplicate_snapshot_names_are_refused() {
 }
 
 #[test]
+fn the_cursor_is_the_jobs_newest_cursor_bookmark() {
+    let job = crate::job_id::JobId::parse("push").unwrap();
+    let cursor = |guid: u64, job: &str| format!("zrepl_CURSOR_G_{guid:016x}_J_{job}");
+    let fixture = format!(
+        "@s1 10 0\n@s2 20 0\n@s3 30 0\n\
+         #{} 10 0\n#{} 20 0\n#{} 30 0\n\
+         #zrepl_CURSORTENTATIVE__G_{:016x}_J_push 30 0\n#{} 25 0 99\n#zrepl_replication_cursor 30 0",
+        cursor(10, "push"),
+        cursor(20, "push"),
+        cursor(30, "other"),
+        30,
+        cursor(30, "push"), // names guid 30 but the bookmark's guid is 99: tinkered
+    );
+    let v = versions(&fixture);
+    assert_eq!(
+        cursor_from_bookmarks(&v, &job),
+        ReplicationCursor::At(Guid(20))
+    );
+    let none = crate::job_id::JobId::parse("pull").unwrap();
+    assert_eq!(cursor_from_bookmarks(&v, &none), ReplicationCursor::Missing);
+}
+
+#[test]
 fn replicated_flags_skip_bookmarks() {
     let v = versions("@a 1 0\n#b 2 0\n@c 3 0\n@d 4 0");
     assert_eq!(
