@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd_plan;
+mod cmd_prune;
 mod input;
 
 /// zferry: ZFS snapshot replication.
@@ -20,11 +21,14 @@ struct Cli {
 enum Command {
     /// Show what replication would send, or why it cannot, from two `zfs list` listings.
     Plan(cmd_plan::Args),
+    /// Show which snapshots zrepl-style keep rules would destroy (dry runs only).
+    Prune(cmd_prune::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Plan(args) => cmd_plan::run(&args),
+        Command::Prune(args) => cmd_prune::run(&args),
     }
 }
