@@ -11,4 +11,5 @@
 
 pub mod listing;
 pub mod name;
+pub mod resume_token;
 pub mod version;

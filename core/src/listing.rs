@@ -132,7 +132,10 @@ pub fn parse_versions(text: &str) -> Result<VersionListing, ListingError> {
                 }
             }
         }
-        datasets.entry(name.dataset().clone()).or_default().push(version);
+        datasets
+            .entry(name.dataset().clone())
+            .or_default()
+            .push(version);
     }
     for versions in datasets.values_mut() {
         sort_by_createtxg(versions);
@@ -152,16 +155,25 @@ fn parse_version_line(raw: &str) -> Result<(VersionName, Version), ListingErrorK
     let name = VersionName::parse(name)?;
     let guid = Guid(parse_u64("guid", guid)?);
     let createtxg = Txg(parse_u64("createtxg", createtxg)?);
-    let creation_unix = creation.parse::<i64>().map_err(|_| ListingErrorKind::Number {
-        field: "creation",
-        value: creation.to_owned(),
-    })?;
+    let creation_unix = creation
+        .parse::<i64>()
+        .map_err(|_| ListingErrorKind::Number {
+            field: "creation",
+            value: creation.to_owned(),
+        })?;
     let userrefs = match (name.kind(), userrefs) {
         (VersionKind::Bookmark, "-") => None,
         (VersionKind::Snapshot, n) if n != "-" => Some(parse_u64("userrefs", n)?),
         (kind, value) => {
-            let kind = if kind == VersionKind::Snapshot { "snapshot" } else { "bookmark" };
-            return Err(ListingErrorKind::Userrefs { value: value.to_owned(), kind });
+            let kind = if kind == VersionKind::Snapshot {
+                "snapshot"
+            } else {
+                "bookmark"
+            };
+            return Err(ListingErrorKind::Userrefs {
+                value: value.to_owned(),
+                kind,
+            });
         }
     };
     let version = Version {
@@ -178,9 +190,15 @@ fn parse_version_line(raw: &str) -> Result<(VersionName, Version), ListingErrorK
 fn parse_u64(field: &'static str, value: &str) -> Result<u64, ListingErrorKind> {
     // `str::parse` accepts a leading `+`; ZFS never prints one, so neither do we.
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ListingErrorKind::Number { field, value: value.to_owned() });
+        return Err(ListingErrorKind::Number {
+            field,
+            value: value.to_owned(),
+        });
     }
-    value.parse().map_err(|_| ListingErrorKind::Number { field, value: value.to_owned() })
+    value.parse().map_err(|_| ListingErrorKind::Number {
+        field,
+        value: value.to_owned(),
+    })
 }
 
 /// One dataset of the filesystem listing with the values of the extra columns, in order.
@@ -214,7 +232,10 @@ pub fn parse_datasets(text: &str, extra: &[&str]) -> Result<Vec<DatasetEntry>, L
         }
         let name = DatasetName::parse(fields[0]).map_err(|e| err(e.into()))?;
         if let Some(first_line) = seen.insert(name.clone(), line) {
-            return Err(err(ListingErrorKind::Duplicate { name: name.to_string(), first_line }));
+            return Err(err(ListingErrorKind::Duplicate {
+                name: name.to_string(),
+                first_line,
+            }));
         }
         let properties = fields[1..].iter().map(|s| (*s).to_owned()).collect();
         entries.push(DatasetEntry { name, properties });
@@ -234,7 +255,11 @@ mod tests {
                     pool/c@x\t5\t3\t1\t0\n";
         let listing = parse_versions(text).unwrap();
         let ab = DatasetName::parse("pool/a b").unwrap();
-        let names: Vec<String> = listing.versions(&ab).iter().map(Version::relative_name).collect();
+        let names: Vec<String> = listing
+            .versions(&ab)
+            .iter()
+            .map(Version::relative_name)
+            .collect();
         assert_eq!(names, ["#s1", "@s1", "@s2"]);
         assert_eq!(listing.versions(&ab)[2].userrefs, Some(1));
         assert_eq!(listing.versions(&ab)[0].userrefs, None);
@@ -249,35 +274,87 @@ mod tests {
     fn malformed_lines_are_named() {
         let e = error("pool/a@s1\t1\t1\t1\t0\npool/a@s2\t2\t2\t2\n");
         assert_eq!(e.line, 2);
-        assert!(matches!(e.kind, ListingErrorKind::FieldCount { expected: 5, found: 4, .. }));
+        assert!(matches!(
+            e.kind,
+            ListingErrorKind::FieldCount {
+                expected: 5,
+                found: 4,
+                ..
+            }
+        ));
         assert_eq!(
             e.to_string(),
             "line 2: expected 5 tab-separated fields (name,guid,createtxg,creation,userrefs), \
              found 4"
         );
         let e = error("pool/a@s1\t0x1\t1\t1\t0\n");
-        assert_eq!(e.kind, ListingErrorKind::Number { field: "guid", value: "0x1".into() });
+        assert_eq!(
+            e.kind,
+            ListingErrorKind::Number {
+                field: "guid",
+                value: "0x1".into()
+            }
+        );
         let e = error("pool/a@s1\t+1\t1\t1\t0\n");
-        assert!(matches!(e.kind, ListingErrorKind::Number { field: "guid", .. }));
+        assert!(matches!(
+            e.kind,
+            ListingErrorKind::Number { field: "guid", .. }
+        ));
         let e = error("pool/a@s1\t1\t1\t1\t-\n");
-        assert!(matches!(e.kind, ListingErrorKind::Userrefs { kind: "snapshot", .. }));
+        assert!(matches!(
+            e.kind,
+            ListingErrorKind::Userrefs {
+                kind: "snapshot",
+                ..
+            }
+        ));
         let e = error("pool/a#b\t1\t1\t1\t0\n");
-        assert!(matches!(e.kind, ListingErrorKind::Userrefs { kind: "bookmark", .. }));
+        assert!(matches!(
+            e.kind,
+            ListingErrorKind::Userrefs {
+                kind: "bookmark",
+                ..
+            }
+        ));
         let e = error("pool/a\t1\t1\t1\t0\n");
         assert!(matches!(e.kind, ListingErrorKind::Name(_)));
         let e = error("\n\npool/a@s\t1\t1\t1\t0\npool/a@s\t2\t2\t2\t0\n");
         assert_eq!(e.line, 4);
-        assert_eq!(e.kind, ListingErrorKind::Duplicate { name: "pool/a@s".into(), first_line: 3 });
+        assert_eq!(
+            e.kind,
+            ListingErrorKind::Duplicate {
+                name: "pool/a@s".into(),
+                first_line: 3
+            }
+        );
         let e = error("pool/a@s\t7\t1\t1\t0\npool/a@t\t7\t2\t2\t0\n");
-        assert!(matches!(e.kind, ListingErrorKind::DuplicateSnapshotGuid { .. }));
+        assert!(matches!(
+            e.kind,
+            ListingErrorKind::DuplicateSnapshotGuid { .. }
+        ));
         let e = error("pool/a@s\t1\t99999999999999999999\t1\t0\n");
-        assert!(matches!(e.kind, ListingErrorKind::Number { field: "createtxg", .. }));
+        assert!(matches!(
+            e.kind,
+            ListingErrorKind::Number {
+                field: "createtxg",
+                ..
+            }
+        ));
     }
 
     #[test]
     fn a_bookmark_may_share_its_snapshots_guid_and_copies_may_share_too() {
         let text = "p/a@s\t7\t1\t1\t0\np/a#s\t7\t1\t1\t-\np/a#copy\t7\t1\t1\t-\n";
-        assert_eq!(parse_versions(text).unwrap().datasets.values().next().unwrap().len(), 3);
+        assert_eq!(
+            parse_versions(text)
+                .unwrap()
+                .datasets
+                .values()
+                .next()
+                .unwrap()
+                .len(),
+            3
+        );
     }
 
     #[test]
@@ -289,6 +366,12 @@ mod tests {
         let e = parse_datasets("pool\n", &["mountpoint"]).unwrap_err();
         assert_eq!(e.line, 1);
         let e = parse_datasets("pool\npool\n", &[]).unwrap_err();
-        assert_eq!(e.kind, ListingErrorKind::Duplicate { name: "pool".into(), first_line: 1 });
+        assert_eq!(
+            e.kind,
+            ListingErrorKind::Duplicate {
+                name: "pool".into(),
+                first_line: 1
+            }
+        );
     }
 }

@@ -94,7 +94,11 @@ pub struct NameError {
 impl NameError {
     /// An error for `name`, meant to be a `what`, that broke `rule`.
     pub fn new(what: &'static str, name: &str, rule: NameRule) -> Self {
-        Self { what, name: name.to_owned(), rule }
+        Self {
+            what,
+            name: name.to_owned(),
+            rule,
+        }
     }
 }
 
@@ -124,7 +128,10 @@ fn check_chars(s: &str, offset: usize) -> Result<(), NameRule> {
             return Err(NameRule::Percent);
         }
         if !is_valid_char(ch) {
-            return Err(NameRule::InvalidChar { ch, position: offset + i });
+            return Err(NameRule::InvalidChar {
+                ch,
+                position: offset + i,
+            });
         }
     }
     Ok(())
@@ -143,10 +150,16 @@ fn check_pool(pool: &str) -> Result<(), NameRule> {
     }
     let reserved = POOL_NAMES_RESERVED.iter().any(|r| {
         // `raidz1`, `draid2:3d` and the like are vdev specs too; `log` is reserved exactly.
-        if *r == "log" { pool == "log" } else { pool.starts_with(r) }
+        if *r == "log" {
+            pool == "log"
+        } else {
+            pool.starts_with(r)
+        }
     });
     if reserved {
-        return Err(NameRule::PoolNameReserved { pool: pool.to_owned() });
+        return Err(NameRule::PoolNameReserved {
+            pool: pool.to_owned(),
+        });
     }
     Ok(())
 }
@@ -157,7 +170,9 @@ fn check_dataset(path: &str) -> Result<(), NameRule> {
         return Err(NameRule::Empty);
     }
     if path.len() > NAME_LEN_MAX {
-        return Err(NameRule::TooLong { len_bytes: path.len() });
+        return Err(NameRule::TooLong {
+            len_bytes: path.len(),
+        });
     }
     let mut offset = 0;
     for (i, component) in path.split('/').enumerate() {
@@ -165,7 +180,9 @@ fn check_dataset(path: &str) -> Result<(), NameRule> {
             return Err(NameRule::EmptyComponent);
         }
         if component.contains(['@', '#']) {
-            return Err(NameRule::WrongDelimiter { expected: "a dataset name without `@` or `#`" });
+            return Err(NameRule::WrongDelimiter {
+                expected: "a dataset name without `@` or `#`",
+            });
         }
         check_chars(component, offset)?;
         check_component(component)?;
@@ -211,7 +228,9 @@ impl DatasetName {
 
     /// The parent dataset, or `None` for a pool.
     pub fn parent(&self) -> Option<DatasetName> {
-        self.0.rsplit_once('/').map(|(parent, _)| Self(parent.to_owned()))
+        self.0
+            .rsplit_once('/')
+            .map(|(parent, _)| Self(parent.to_owned()))
     }
 
     /// Whether `self` is a strict ancestor of `other` (by path components, so `pool/a` is an
@@ -229,7 +248,9 @@ impl DatasetName {
 
     /// The path of `self` below `ancestor`, or `None` if `ancestor` is not a strict ancestor.
     pub fn strip_ancestor(&self, ancestor: &DatasetName) -> Option<&str> {
-        ancestor.is_ancestor_of(self).then(|| &self.0[ancestor.0.len() + 1..])
+        ancestor
+            .is_ancestor_of(self)
+            .then(|| &self.0[ancestor.0.len() + 1..])
     }
 }
 
@@ -274,7 +295,9 @@ impl Component {
             return Err(NameError::new(
                 what,
                 s,
-                NameRule::WrongDelimiter { expected: "a single component without `/`, `@` or `#`" },
+                NameRule::WrongDelimiter {
+                    expected: "a single component without `/`, `@` or `#`",
+                },
             ));
         }
         check_component(s).map_err(|rule| NameError::new(what, s, rule))?;
@@ -354,7 +377,9 @@ impl VersionName {
             return Err(err(NameRule::Empty));
         }
         if full.len() > NAME_LEN_MAX {
-            return Err(err(NameRule::TooLong { len_bytes: full.len() }));
+            return Err(err(NameRule::TooLong {
+                len_bytes: full.len(),
+            }));
         }
         let Some(at) = full.find(['@', '#']) else {
             return Err(err(NameRule::WrongDelimiter {
@@ -369,7 +394,11 @@ impl VersionName {
         if short.contains('/') {
             return Err(err(NameRule::DelimiterNotInLastComponent));
         }
-        let kind = if rest.starts_with('@') { VersionKind::Snapshot } else { VersionKind::Bookmark };
+        let kind = if rest.starts_with('@') {
+            VersionKind::Snapshot
+        } else {
+            VersionKind::Bookmark
+        };
         check_dataset(dataset).map_err(err)?;
         check_chars(short, at + 1).map_err(err)?;
         check_component(short).map_err(err)?;
@@ -395,7 +424,11 @@ impl VersionName {
                 NameRule::TooLong { len_bytes },
             ));
         }
-        Ok(Self { dataset, kind, short })
+        Ok(Self {
+            dataset,
+            kind,
+            short,
+        })
     }
 
     /// The dataset part.
@@ -449,7 +482,14 @@ mod tests {
 
     #[test]
     fn valid_dataset_names() {
-        for ok in ["tank", "tank/a", "tank/a b/c:d-e_f.g", "t/..x", "pool/.hidden", "a/ "] {
+        for ok in [
+            "tank",
+            "tank/a",
+            "tank/a b/c:d-e_f.g",
+            "t/..x",
+            "pool/.hidden",
+            "a/ ",
+        ] {
             let name = DatasetName::parse(ok).expect(ok);
             assert_eq!(name.as_str(), ok);
         }
@@ -464,14 +504,48 @@ mod tests {
         assert_eq!(dataset_rule("tank/a%b"), NameRule::Percent);
         assert_eq!(dataset_rule("tank/./a"), NameRule::SelfReference);
         assert_eq!(dataset_rule("tank/.."), NameRule::ParentReference);
-        assert_eq!(dataset_rule("tank/a\tb"), NameRule::InvalidChar { ch: '\t', position: 6 });
-        assert_eq!(dataset_rule("tank/ä"), NameRule::InvalidChar { ch: 'ä', position: 5 });
-        assert_eq!(dataset_rule("tank/a*"), NameRule::InvalidChar { ch: '*', position: 6 });
-        assert!(matches!(dataset_rule("tank@s"), NameRule::WrongDelimiter { .. }));
+        assert_eq!(
+            dataset_rule("tank/a\tb"),
+            NameRule::InvalidChar {
+                ch: '\t',
+                position: 6
+            }
+        );
+        assert_eq!(
+            dataset_rule("tank/ä"),
+            NameRule::InvalidChar {
+                ch: 'ä',
+                position: 5
+            }
+        );
+        assert_eq!(
+            dataset_rule("tank/a*"),
+            NameRule::InvalidChar {
+                ch: '*',
+                position: 6
+            }
+        );
+        assert!(matches!(
+            dataset_rule("tank@s"),
+            NameRule::WrongDelimiter { .. }
+        ));
         assert_eq!(dataset_rule("1tank"), NameRule::PoolNameNotLetter);
-        assert_eq!(dataset_rule("mirror/a"), NameRule::PoolNameReserved { pool: "mirror".into() });
-        assert_eq!(dataset_rule("raidz2"), NameRule::PoolNameReserved { pool: "raidz2".into() });
-        assert!(DatasetName::parse("logs").is_ok(), "only `log` itself is reserved");
+        assert_eq!(
+            dataset_rule("mirror/a"),
+            NameRule::PoolNameReserved {
+                pool: "mirror".into()
+            }
+        );
+        assert_eq!(
+            dataset_rule("raidz2"),
+            NameRule::PoolNameReserved {
+                pool: "raidz2".into()
+            }
+        );
+        assert!(
+            DatasetName::parse("logs").is_ok(),
+            "only `log` itself is reserved"
+        );
     }
 
     #[test]
@@ -482,7 +556,10 @@ mod tests {
         let long = format!("t/{}", "a".repeat(254));
         assert_eq!(dataset_rule(&long), NameRule::TooLong { len_bytes: 256 });
         let component = "a".repeat(256);
-        assert!(matches!(check_component(&component), Err(NameRule::ComponentTooLong { .. })));
+        assert!(matches!(
+            check_component(&component),
+            Err(NameRule::ComponentTooLong { .. })
+        ));
         let snap = format!("t/a@{}", "s".repeat(252));
         assert!(matches!(
             VersionName::parse(&snap).expect_err("too long").rule,

@@ -82,7 +82,14 @@ impl Version {
 
     /// A bookmark.
     pub fn bookmark(name: Component, guid: Guid, createtxg: Txg, creation_unix: i64) -> Self {
-        Self { kind: VersionKind::Bookmark, name, guid, createtxg, creation_unix, userrefs: None }
+        Self {
+            kind: VersionKind::Bookmark,
+            name,
+            guid,
+            createtxg,
+            creation_unix,
+            userrefs: None,
+        }
     }
 
     /// Whether this is a snapshot.
