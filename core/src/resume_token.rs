@@ -370,7 +370,19 @@ fn decode_contents(text: &str) -> Result<ResumeTokenContents, ResumeTokenError> 
         return Err(ResumeTokenError::Checksum { expected, computed });
     }
     let packed = inflate(&compressed, declared_bytes)?;
-    let pairs = nvlist::read(&packed)?;
+    decode_packed_nvlist(&packed)
+}
+
+/// Decodes the inflated payload of a token: a packed native nvlist. [`ResumeToken::decode`]
+/// calls it after the checksum and inflation; it is public for the fuzzer and for tools that
+/// already hold the nvlist. Inputs longer than [`RESUME_TOKEN_PACKED_BYTES_MAX`] are refused.
+pub fn decode_packed_nvlist(packed: &[u8]) -> Result<ResumeTokenContents, ResumeTokenError> {
+    if packed.len() as u64 > RESUME_TOKEN_PACKED_BYTES_MAX {
+        return Err(ResumeTokenError::PackedTooLarge {
+            declared_bytes: packed.len() as u64,
+        });
+    }
+    let pairs = nvlist::read(packed)?;
     contents_from_pairs(&pairs)
 }
 

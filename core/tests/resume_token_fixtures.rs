@@ -4,12 +4,14 @@
 //! output of `zfs send -nvt <token>` captured on a real OpenZFS, or `<case>.expected.txt`, the
 //! same layout written by hand from a documented source. Both are parsed into the expected
 //! [`ResumeTokenContents`] by [`parse_nvt`] and compared field by field with the decoder's.
+//! Where ZFS refused the token (`resume token is corrupt (<reason>)`), the decoder must refuse
+//! it with the same kind of error.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use zferry_core::name::VersionName;
-use zferry_core::resume_token::{ResumeToken, ResumeTokenContents};
+use zferry_core::resume_token::{ResumeToken, ResumeTokenContents, ResumeTokenError};
 use zferry_core::version::Guid;
 
 fn fixture_dir() -> PathBuf {
@@ -102,13 +104,46 @@ fn check(token_path: &Path) {
         });
     let expected_text = fs::read_to_string(&expected_path)
         .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
-    let expected = parse_nvt(&expected_text, &expected_path);
     let text =
         fs::read_to_string(token_path).unwrap_or_else(|e| panic!("{}: {e}", token_path.display()));
-    let token = ResumeToken::decode(&text)
-        .unwrap_or_else(|e| panic!("{}: does not decode: {e}", token_path.display()));
+    let decoded = ResumeToken::decode(&text);
+    if let Some(zfs_reason) = zfs_corrupt_reason(&expected_text) {
+        let err = decoded.expect_err(&format!("{}: ZFS calls it corrupt", token_path.display()));
+        assert!(
+            same_verdict(zfs_reason, &err),
+            "{}: ZFS says `{zfs_reason}`, the decoder says `{err}`",
+            token_path.display()
+        );
+        return;
+    }
+    let expected = parse_nvt(&expected_text, &expected_path);
+    let token =
+        decoded.unwrap_or_else(|e| panic!("{}: does not decode: {e}", token_path.display()));
     assert_eq!(token.contents(), &expected, "{}", token_path.display());
     assert_eq!(token.as_str(), text.trim());
+}
+
+/// The reason in libzfs's `resume token is corrupt (<reason>)`, if `zfs send -nvt` said so.
+fn zfs_corrupt_reason(nvt: &str) -> Option<&str> {
+    let (_, rest) = nvt.split_once("resume token is corrupt (")?;
+    rest.split_once(')').map(|(reason, _)| reason)
+}
+
+/// Whether the decoder's error is the same kind of corruption libzfs reports.
+fn same_verdict(zfs_reason: &str, err: &ResumeTokenError) -> bool {
+    use ResumeTokenError as E;
+    match zfs_reason {
+        "incorrect checksum" => matches!(err, E::Checksum { .. }),
+        "invalid format" => matches!(err, E::Format { .. } | E::Hex { .. }),
+        r if r.starts_with("invalid version") => matches!(err, E::Version { .. }),
+        "payload is not hex-encoded" => matches!(err, E::Hex { .. }),
+        "decompression failed" => matches!(
+            err,
+            E::Inflate { .. } | E::InflatedTooShort { .. } | E::InflatedTooLong { .. }
+        ),
+        "nvlist_unpack failed" => matches!(err, E::Nvlist(_)),
+        other => panic!("unknown libzfs reason `{other}`: teach this test about it"),
+    }
 }
 
 #[test]
