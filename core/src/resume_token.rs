@@ -460,7 +460,8 @@ fn inflate(compressed: &[u8], declared_bytes: u64) -> Result<Vec<u8>, ResumeToke
     Ok(packed)
 }
 
-/// The fields of a token, with the type OpenZFS gives each.
+// The names of a token's pairs as OpenZFS writes them: uint64 numbers, a string `toname`, and
+// presence flags (`DATA_TYPE_BOOLEAN`, no value).
 const FIELD_FROMGUID: &str = "fromguid";
 const FIELD_TOGUID: &str = "toguid";
 const FIELD_TONAME: &str = "toname";
