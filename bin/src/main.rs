@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd_plan;
 mod cmd_prune;
+mod cmd_test;
 mod input;
 
 /// zferry: ZFS snapshot replication.
@@ -23,6 +24,8 @@ enum Command {
     Plan(cmd_plan::Args),
     /// Show which snapshots zrepl-style keep rules would destroy (dry runs only).
     Prune(cmd_prune::Args),
+    /// Diagnostics that check one piece of zferry against your input.
+    Test(cmd_test::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,5 +33,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Plan(args) => cmd_plan::run(&args),
         Command::Prune(args) => cmd_prune::run(&args),
+        Command::Test(args) => cmd_test::run(args),
     }
 }

@@ -19,5 +19,6 @@ pub mod name;
 pub mod plan;
 pub mod prune;
 pub mod queue;
+pub mod resume_token;
 pub mod version;
 pub mod watchdog;
