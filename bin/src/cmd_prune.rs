@@ -31,6 +31,7 @@ use zferry_core::prune::{
 use zferry_core::version::Guid;
 
 use crate::input::{EXIT_BAD_INPUT, read_versions};
+use crate::text::plural;
 
 /// Exit code when at least one filesystem could not be pruned.
 const EXIT_FILESYSTEM_ERROR: u8 = 1;
@@ -532,10 +533,6 @@ pub(crate) fn render_text(report: &Report) -> String {
         s.n_errors,
     );
     out
-}
-
-fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
-    if n == 1 { one } else { many }
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC for Unix seconds, so that a user can check grid intervals by

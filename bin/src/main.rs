@@ -9,6 +9,7 @@ mod cmd_plan;
 mod cmd_prune;
 mod cmd_test;
 mod input;
+mod text;
 
 /// zferry: ZFS snapshot replication.
 #[derive(Debug, Parser)]
