@@ -7,6 +7,8 @@
 //! command that produced them.
 #![deny(missing_docs)]
 
+pub mod queue_fixtures;
+
 use zferry_core::name::Component;
 use zferry_core::version::{Guid, Txg, Version};
 

@@ -11,9 +11,14 @@
 
 pub mod abstraction;
 pub mod backend;
+pub mod error_class;
 pub mod filter;
 pub mod job_id;
 pub mod listing;
 pub mod name;
 pub mod plan;
+pub mod prune;
+pub mod queue;
+pub mod resume_token;
 pub mod version;
+pub mod watchdog;
