@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use zferry_core::backend::{SendFlags, SendRequest, SendSource, ZfsBackend, ZfsErrorKind};
+use zferry_core::backend::{SendFlags, SendRequest, SendSource, ZfsErrorKind};
 use zferry_core::resume_token::ResumeToken;
 use zferry_core::version::Guid;
 use zferry_sim::{DatasetOptions, Fault, SimZfs, StreamBreak, token};
@@ -21,7 +21,7 @@ async fn interrupted_token(sim: &SimZfs, send: &SendRequest, to: &str, after_byt
     });
     let e = transfer(sim, send, &recv("dst/r", to, to_guid))
         .await
-        .unwrap_err();
+        .expect_err("the stream was cut");
     let ZfsErrorKind::ReceiveInterrupted { token: Some(t) } = e.kind else {
         panic!("{e:?}\n{:?}", sim.dump("dst"));
     };
