@@ -17,6 +17,7 @@
 
 mod backend;
 mod dump;
+mod plan;
 mod stream;
 pub mod token;
 mod world;
@@ -33,6 +34,7 @@ use zferry_core::name::{Component, DatasetName, VersionName};
 use zferry_core::version::{Guid, Txg, Version};
 
 pub use dump::PoolDump;
+pub use plan::{PLAN_FAULTS_MAX, PlanOptions, seeded_plan};
 pub use world::{DatasetOptions, DatasetType};
 
 use world::World;
@@ -247,6 +249,16 @@ impl SimZfs {
     /// Adds a fault to inject.
     pub fn inject(&self, fault: Fault) {
         self.lock().faults.push(fault);
+    }
+
+    /// Adds the faults of a plan (see [`seeded_plan`]), in order.
+    pub fn inject_all(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.lock().faults.extend(faults);
+    }
+
+    /// The faults not yet consumed, in order.
+    pub fn pending_faults(&self) -> Vec<Fault> {
+        self.lock().faults.clone()
     }
 
     /// Removes every pending fault.

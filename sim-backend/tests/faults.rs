@@ -175,3 +175,39 @@ async fn the_same_seed_gives_the_same_event_log() {
     let (_, other) = scenario(100).await;
     assert_ne!(a, other, "another seed, other GUIDs");
 }
+
+#[tokio::test(start_paused = true)]
+async fn seeded_plans_replay_and_stay_within_their_options() {
+    let options = zferry_sim::PlanOptions {
+        n_faults: 50,
+        operations: vec![Operation::Send, Operation::Receive],
+        delay_max: Duration::from_secs(5),
+        stream_bytes_max: 1000,
+    };
+    let plan = zferry_sim::seeded_plan(5, &options);
+    assert_eq!(plan, zferry_sim::seeded_plan(5, &options));
+    assert_ne!(plan, zferry_sim::seeded_plan(6, &options));
+    assert_eq!(plan.len(), 50);
+    for f in &plan {
+        match f {
+            Fault::Fail { operation, .. } | Fault::Delay { operation, .. } => {
+                assert!(
+                    matches!(operation, Operation::Send | Operation::Receive),
+                    "{f:?}"
+                );
+            }
+            Fault::BreakSend { after_bytes, .. } | Fault::BreakReceive { after_bytes } => {
+                assert!(*after_bytes <= 1000);
+            }
+            Fault::FailRandomly { .. } => panic!("plans draw no random failures: {f:?}"),
+        }
+        if let Fault::Delay { duration, .. } = f {
+            assert!(*duration <= Duration::from_secs(5));
+        }
+    }
+    let sim = world(46);
+    sim.inject_all(plan.clone());
+    assert_eq!(sim.pending_faults(), plan);
+    sim.clear_faults();
+    assert!(sim.pending_faults().is_empty());
+}
