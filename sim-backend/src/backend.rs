@@ -385,9 +385,10 @@ async fn receive(
         world: Arc::clone(&world),
         ctx: Some(ctx),
     };
-    // The stream bytes of this call (the header included) count toward the token's `bytes`.
+    // Every stream byte read so far (the header and what came with it) counts toward the
+    // token's `bytes`.
     if let Some(ctx) = guard.ctx.as_mut() {
-        ctx.stream_bytes += header_len as u64;
+        ctx.stream_bytes += total;
     }
     let mut checked_index: Option<usize> = None;
     let mut skip = false;

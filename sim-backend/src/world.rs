@@ -21,6 +21,8 @@ use crate::{Action, Actor, Event, Fault};
 const NONE_VALUE: &str = "-";
 /// The default encryption suite of `encryption=on`.
 const ENCRYPTION_SUITE: &str = "aes-256-gcm";
+/// The default `recordsize`, in bytes; larger records make `-L` streams large-block ones.
+const RECORDSIZE_DEFAULT: u64 = 128 * 1024;
 /// The object number resume tokens name (OpenZFS names the object it stopped in).
 const TOKEN_OBJECT: u64 = 2;
 
@@ -739,7 +741,7 @@ impl World {
                         "yes"
                     }
                     .to_owned())),
-                    "readonly" | "canmount" | "compression" | "atime" => {
+                    "readonly" | "canmount" | "compression" | "atime" | "recordsize" => {
                         Ok(self.inheritable(d, name).unwrap_or_else(|| Property {
                             value: default_of(name).to_owned(),
                             source: PropertySource::Default,
@@ -866,6 +868,12 @@ impl World {
         }
     }
 
+    fn recordsize(&self, d: &DatasetName) -> u64 {
+        self.inheritable(d, "recordsize")
+            .and_then(|p| p.value.parse().ok())
+            .unwrap_or(RECORDSIZE_DEFAULT)
+    }
+
     pub(crate) fn set_property(
         &mut self,
         actor: Actor,
@@ -877,7 +885,7 @@ impl World {
         let settable = is_user_property(name)
             || matches!(
                 name,
-                "mountpoint" | "readonly" | "canmount" | "compression" | "atime"
+                "mountpoint" | "readonly" | "canmount" | "compression" | "atime" | "recordsize"
             );
         if !settable || name.contains('=') {
             let msg = format!("cannot set property for '{d}': invalid property '{name}'");
@@ -1546,10 +1554,16 @@ impl World {
         if encrypted && !flags.raw {
             let root = ds.encryption.as_ref().map(|e| e.root.clone());
             if root.is_some_and(|r| !self.key_loaded(d.pool(), &r)) {
-                let msg = format!(
-                    "cannot send '{to}': encryption key not loaded (send raw with -w, or load the key)"
-                );
+                let msg = format!("warning: cannot send '{to}': source key must be loaded");
                 return Err(err(op, to, ZfsErrorKind::KeyNotLoaded, &msg));
+            }
+            // libzfs gathers properties for -I, -p and -b, and refuses that for encrypted
+            // datasets unless the send is raw.
+            if range || flags.properties || flags.backup_properties {
+                let msg = format!(
+                    "cannot send {to}: encrypted dataset {d} may not be sent with properties without the raw flag"
+                );
+                return Err(err(op, to, ZfsErrorKind::InvalidArgument, &msg));
             }
         }
         // `-w` on an unencrypted dataset is `-Lec`.
@@ -1557,7 +1571,10 @@ impl World {
         let stream_flags = StreamFlags {
             raw,
             properties: flags.properties || flags.backup_properties,
-            large_blocks: flags.large_blocks || (flags.raw && !encrypted),
+            // OpenZFS marks a stream (and its token) large-block only when the dataset has
+            // blocks over 128 KiB, i.e. a recordsize above that.
+            large_blocks: (flags.large_blocks || (flags.raw && !encrypted))
+                && self.recordsize(d) > RECORDSIZE_DEFAULT,
             compressed: flags.compressed || flags.raw,
             embedded: flags.embedded_data || (flags.raw && !encrypted),
             resuming: false,
@@ -2285,6 +2302,7 @@ fn default_of(name: &str) -> &'static str {
     match name {
         "readonly" | "atime" => "off",
         "canmount" | "compression" => "on",
+        "recordsize" => "131072",
         _ => NONE_VALUE,
     }
 }

@@ -336,6 +336,17 @@ async fn raw_send_of_an_encrypted_dataset_arrives_encrypted_without_a_key() {
     );
     sim.setup().load_key(&ds("src/secret stuff")).unwrap();
     assert!(sim.send(&plain).await.is_ok());
+    // libzfs refuses -I, -p and -b of an encrypted dataset unless raw.
+    let plain_range = SendRequest {
+        source: SendSource::IncrementalRange {
+            from: v("src/secret stuff@1"),
+            to: v("src/secret stuff@2"),
+        },
+        flags: SendFlags::default(),
+    };
+    let e = sim.send(&plain_range).await.map(|_| ()).unwrap_err();
+    assert_eq!(e.kind, ZfsErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("without the raw flag"), "{e}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -368,7 +379,7 @@ async fn an_interrupted_resumable_receive_leaves_a_token_that_resumes_to_complet
     assert_eq!(fields.toguid, g2);
     assert_eq!(fields.toname, "src/my data@2");
     assert!(fields.offset > 0 && fields.offset < 8 * MIB, "{fields:?}");
-    assert!(fields.bytes <= 3000);
+    assert_eq!(fields.bytes, 3000, "every stream byte the receiver read");
     // While partial state exists, a fresh receive is refused.
     assert_eq!(
         kind(transfer(&sim, &step, &recv("dst/r", "2", g2)).await),

@@ -40,6 +40,10 @@ async fn full_incremental_raw_and_bookmark_tokens_decode_in_core_to_the_same_fie
     sim.setup()
         .create_dataset_with(&ds("src/my data"), &encrypted)
         .unwrap();
+    // Large blocks exist only with a recordsize above 128 KiB (see the next test).
+    sim.setup()
+        .set_property(&ds("src/my data"), "recordsize", "1048576")
+        .unwrap();
     write_and_snap(&sim, "src/my data@1", 4);
     write_and_snap(&sim, "src/my data@2", 4);
     let raw_lec = SendFlags {
@@ -108,8 +112,32 @@ async fn full_incremental_raw_and_bookmark_tokens_decode_in_core_to_the_same_fie
         assert!(c.rawok);
     }
     let full = ResumeToken::decode(&t_full).unwrap();
-    assert!(full.contents().largeblockok && full.contents().embedok && full.contents().compressok);
+    let f = full.contents();
+    assert!(f.largeblockok && f.embedok && f.compressok, "{f:?}");
     assert_eq!(full.contents().toguid, guid(&sim, "src/my data@1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn l_without_large_records_sets_no_largeblockok_as_in_the_real_full_lec_token() {
+    let sim = world(62);
+    write_and_snap(&sim, "src/my data@1", 4);
+    let lec = SendRequest {
+        source: SendSource::Full {
+            to: v("src/my data@1"),
+        },
+        flags: SendFlags {
+            large_blocks: true,
+            embedded_data: true,
+            compressed: true,
+            ..SendFlags::default()
+        },
+    };
+    let ours = token::decode(&interrupted_token(&sim, &lec, "1", 1000).await).unwrap();
+    let real = token::decode(REAL_TOKENS[1].1).unwrap();
+    assert_eq!(
+        (ours.largeblockok, ours.embedok, ours.compressok, ours.rawok),
+        (real.largeblockok, real.embedok, real.compressok, real.rawok)
+    );
 }
 
 /// The tokens real OpenZFS wrote, with what `zfs send -nvt` said they contain.
