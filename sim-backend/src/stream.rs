@@ -33,6 +33,8 @@ pub(crate) struct StreamFlags {
     pub(crate) embedded: bool,
     /// Made by `zfs send -t`.
     pub(crate) resuming: bool,
+    /// The dataset is a volume (`DMU_OST_ZVOL`).
+    pub(crate) volume: bool,
 }
 
 impl StreamFlags {
@@ -43,6 +45,7 @@ impl StreamFlags {
             | u8::from(self.compressed) << 3
             | u8::from(self.embedded) << 4
             | u8::from(self.resuming) << 5
+            | u8::from(self.volume) << 6
     }
 
     fn from_bits(b: u8) -> Self {
@@ -53,6 +56,7 @@ impl StreamFlags {
             compressed: b & 8 != 0,
             embedded: b & 16 != 0,
             resuming: b & 32 != 0,
+            volume: b & 64 != 0,
         }
     }
 }

@@ -405,7 +405,30 @@ impl World {
         opts: &DatasetOptions,
     ) -> Result<(), ZfsError> {
         let op = Operation::CreatePlaceholder;
-        let encryption = self.check_create(op, name)?;
+        let inherited = self.check_create(op, name)?;
+        if !opts.encrypted
+            && let Some(e) = &inherited
+            && !self.key_loaded(name.pool(), &e.root)
+        {
+            let msg = format!(
+                "cannot create '{name}': encryption key not loaded for '{}'",
+                e.root
+            );
+            return Err(err(op, name, ZfsErrorKind::KeyNotLoaded, &msg));
+        }
+        self.insert_dataset(actor, name, opts, inherited)
+    }
+
+    /// Creates a checked dataset: its own encryption root with `opts.encrypted`, else with the
+    /// `encryption` given (inherited, or none).
+    fn insert_dataset(
+        &mut self,
+        actor: Actor,
+        name: &DatasetName,
+        opts: &DatasetOptions,
+        encryption: Option<Encryption>,
+    ) -> Result<(), ZfsError> {
+        let op = Operation::CreatePlaceholder;
         let guid = self.guid();
         let creation = (self.clock)();
         let txg = self.next_txg(name.pool());
@@ -517,6 +540,7 @@ impl World {
                 return Err(err(op, name, ZfsErrorKind::InvalidArgument, &msg));
             }
         }
+        self.next_txg(name.pool());
         let action = if loaded {
             Action::LoadKey
         } else {
@@ -541,6 +565,7 @@ impl World {
                 "no such pool",
             )
         })?;
+        p.txg += 1;
         p.filler_bytes = 0;
         let used = p.used_bytes(scale);
         p.filler_bytes = p
@@ -1383,16 +1408,14 @@ impl World {
             );
             return Err(err(op, d, ZfsErrorKind::KeyNotLoaded, &msg));
         }
-        let mut props = BTreeMap::new();
-        props.insert(PLACEHOLDER_PROPERTY.to_owned(), "on".to_owned());
-        props.insert("mountpoint".to_owned(), "none".to_owned());
-        self.create_dataset(actor, d, &DatasetOptions::default())?;
-        let ds = self.dataset_mut(op, d)?;
-        ds.encryption = enc;
-        for (k, v) in props {
-            ds.props.insert(k, (v, PropSource::Local));
-        }
-        Ok(())
+        let mut properties = BTreeMap::new();
+        properties.insert(PLACEHOLDER_PROPERTY.to_owned(), "on".to_owned());
+        properties.insert("mountpoint".to_owned(), "none".to_owned());
+        let opts = DatasetOptions {
+            properties,
+            ..DatasetOptions::default()
+        };
+        self.insert_dataset(actor, d, &opts, enc)
     }
 
     // ---- resumable state ---------------------------------------------------------------------
@@ -1578,6 +1601,7 @@ impl World {
             compressed: flags.compressed || flags.raw,
             embedded: flags.embedded_data || (flags.raw && !encrypted),
             resuming: false,
+            volume: ds.kind == DatasetType::Volume,
         };
         let mut prev_size = base.map_or(0, |b| b.2);
         let mut records = Vec::new();
@@ -1712,6 +1736,7 @@ impl World {
                 compressed: fields.compressok,
                 embedded: fields.embedok,
                 resuming: true,
+                volume: ds.kind == DatasetType::Volume,
             },
             from_guid: fields.fromguid,
             key_id: if fields.rawok {
@@ -1911,7 +1936,12 @@ impl World {
             } else {
                 inherited
             };
-            let mut ds = new_dataset(DatasetType::Filesystem, guid, txg, creation, encryption);
+            let ds_type = if header.flags.volume {
+                DatasetType::Volume
+            } else {
+                DatasetType::Filesystem
+            };
+            let mut ds = new_dataset(ds_type, guid, txg, creation, encryption);
             ds.inconsistent = true;
             self.pool_mut(op, d)?.datasets.insert(d.clone(), ds);
             self.log(actor, d.pool(), Action::CreateDataset, d, Some(guid));

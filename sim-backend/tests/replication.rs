@@ -619,3 +619,51 @@ async fn sender_side_errors() {
     );
     assert_eq!(VersionKind::Snapshot, v("src/my data@1").kind());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_volume_arrives_as_a_volume_and_an_unloaded_key_blocks_children() {
+    let sim = world(16);
+    let vol = DatasetOptions {
+        volume: true,
+        ..DatasetOptions::default()
+    };
+    sim.setup()
+        .create_dataset_with(&ds("src/vol one"), &vol)
+        .unwrap();
+    write_and_snap(&sim, "src/vol one@1", 2);
+    let g = guid(&sim, "src/vol one@1");
+    transfer(&sim, &full("src/vol one@1"), &recv("dst/vol copy", "1", g))
+        .await
+        .unwrap();
+    let t = sim
+        .get_properties(&ObjectName::Dataset(ds("dst/vol copy")), &["type"])
+        .await
+        .unwrap();
+    assert_eq!(t["type"].value, "volume");
+    let encrypted = DatasetOptions {
+        encrypted: true,
+        ..DatasetOptions::default()
+    };
+    sim.setup()
+        .create_dataset_with(&ds("dst/locked"), &encrypted)
+        .unwrap();
+    sim.setup().unload_key(&ds("dst/locked")).unwrap();
+    assert_eq!(
+        kind(sim.setup().create_dataset(&ds("dst/locked/child"))),
+        ZfsErrorKind::KeyNotLoaded
+    );
+    // A plain stream cannot be received below it either; a placeholder with encryption=off can.
+    let e = transfer(
+        &sim,
+        &full("src/vol one@1"),
+        &recv("dst/locked/copy", "1", g),
+    )
+    .await;
+    assert_eq!(kind(e), ZfsErrorKind::KeyNotLoaded);
+    sim.create_placeholder(
+        &ds("dst/locked/plain"),
+        zferry_core::backend::PlaceholderEncryption::Off,
+    )
+    .await
+    .unwrap();
+}
