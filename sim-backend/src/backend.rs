@@ -444,12 +444,9 @@ async fn receive(
     w.apply_overrides(&ctx, request);
     let to = VersionName::new(d.clone(), VersionKind::Snapshot, request.to.clone())
         .map_err(|e| err(op, d, ZfsErrorKind::InvalidArgument, &e.to_string()))?;
-    let version = w.version(op, &to)?;
-    if version.guid != request.to_guid {
-        let detail = format!(
-            "received `{to}` has guid {}, the request expected {}",
-            version.guid, request.to_guid
-        );
+    // As the CLI backend: `to` must be there, with the GUID the request expects.
+    let Ok(version) = w.version(op, &to) else {
+        let detail = format!("`{to}` is missing after the receive");
         return Err(err(
             op,
             &to,
@@ -457,6 +454,19 @@ async fn receive(
                 detail: detail.clone(),
             },
             &detail,
+        ));
+    };
+    if version.guid != request.to_guid {
+        let msg = format!(
+            "received `{to}` has guid {}, the request expected {}",
+            version.guid, request.to_guid
+        );
+        let existing = version.guid;
+        return Err(err(
+            op,
+            &to,
+            ZfsErrorKind::ExistsWithOtherGuid { existing },
+            &msg,
         ));
     }
     Ok(Received { to: version })

@@ -1676,9 +1676,11 @@ impl World {
                 "invalid option 't'",
             ));
         }
+        // The token is stale: what it names is gone or replaced (the CLI backend classifies
+        // these messages the same way).
         let gone = |what: String| {
             let msg = format!("cannot resume send: {what}");
-            err(op, &to, ZfsErrorKind::DoesNotExist, &msg)
+            err(op, &to, ZfsErrorKind::ResumeTokenInvalid, &msg)
         };
         let ds = self
             .dataset(op, to.dataset())
@@ -1706,7 +1708,11 @@ impl World {
                     .find(|b| b.guid == g)
                     .map(|b| b.size_bytes);
                 s.or(b).ok_or_else(|| {
-                    gone(format!("incremental source {:#x} no longer exists", g.0))
+                    let msg = format!(
+                        "cannot resume send: incremental source {:#x} no longer exists",
+                        g.0
+                    );
+                    err(op, &to, ZfsErrorKind::IncrementalSourceMismatch, &msg)
                 })?
             }
         };
@@ -2027,10 +2033,10 @@ impl World {
         Ok(RecordStart::Receive)
     }
 
+    /// The name a record gets on the receiver: its name in the stream, as `zfs recv fs` gives
+    /// it (the CLI backend receives into the filesystem, not `fs@to`, so that `-I` streams
+    /// work); the backend then checks that `to` arrived with the expected GUID.
     fn record_target(&self, ctx: &ReceiveCtx) -> Component {
-        if ctx.index + 1 == ctx.header.records.len() {
-            return ctx.to.clone();
-        }
         let name = &ctx.header.records[ctx.index].name;
         Component::parse(name).unwrap_or_else(|_| ctx.to.clone())
     }

@@ -615,9 +615,35 @@ async fn sender_side_errors() {
     };
     assert_eq!(
         kind(sim.send(&stale).await.map(|_| ())),
-        ZfsErrorKind::DoesNotExist
+        ZfsErrorKind::ResumeTokenInvalid,
+        "a token whose snapshot was replaced is stale"
     );
     assert_eq!(VersionKind::Snapshot, v("src/my data@1").kind());
+}
+
+#[tokio::test(start_paused = true)]
+async fn received_snapshots_keep_their_stream_names_and_to_is_checked_by_guid() {
+    let sim = world(17);
+    write_and_snap(&sim, "src/my data@1", 1);
+    let g1 = guid(&sim, "src/my data@1");
+    // `to` names another snapshot than the stream carries: the receive lands `@1`, then the
+    // check finds no `@other`.
+    let e = transfer(&sim, &full("src/my data@1"), &recv("dst/r", "other", g1))
+        .await
+        .unwrap_err();
+    assert!(matches!(e.kind, ZfsErrorKind::Other { .. }), "{e:?}");
+    assert_eq!(sim.version(&v("dst/r@1")).map(|x| x.guid), Some(g1));
+    // `to` arrives with another GUID than expected.
+    write_and_snap(&sim, "src/my data@2", 1);
+    let g2 = guid(&sim, "src/my data@2");
+    let e = transfer(
+        &sim,
+        &incremental("src/my data@1", "src/my data@2"),
+        &recv("dst/r", "2", Guid(1)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind, ZfsErrorKind::ExistsWithOtherGuid { existing: g2 });
 }
 
 #[tokio::test(start_paused = true)]
