@@ -143,7 +143,6 @@ impl ZfsBackend for SimZfs {
         if let SendSource::Incremental { from, .. } = &request.source
             && from.kind() == VersionKind::Bookmark
         {
-            self.lock().plan_send(op, request)?;
             return Ok(None);
         }
         let (header, _) = self.lock().plan_send(op, request)?;
@@ -154,10 +153,16 @@ impl ZfsBackend for SimZfs {
         let op = Operation::Send;
         let object = source_object(&request.source);
         let faults = self.enter(op, &object).await?;
-        let (data, send_id) = {
+        // As with the CLI backend, `zfs send` has started once this returns; what it refuses
+        // (a missing snapshot, a stale token, a locked key) arrives as the stream's read error.
+        let planned = {
             let mut w = self.lock();
-            let (header, held) = w.plan_send(op, request)?;
-            (encode_stream(&header), w.start_send(held))
+            w.plan_send(op, request)
+                .map(|(header, held)| (encode_stream(&header), w.start_send(held)))
+        };
+        let (data, send_id) = match planned {
+            Ok(planned) => planned,
+            Err(e) => return Ok(Box::pin(FailedSend { error: Some(e) })),
         };
         let limit = faults
             .break_send
@@ -285,6 +290,24 @@ impl AsyncRead for SendReader {
 impl Drop for SendReader {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// A `zfs send` that refused to start: its first read fails with why, later reads see the end.
+struct FailedSend {
+    error: Option<ZfsError>,
+}
+
+impl AsyncRead for FailedSend {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.error.take() {
+            Some(e) => Poll::Ready(Err(e.into_io())),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 

@@ -331,11 +331,11 @@ async fn raw_send_of_an_encrypted_dataset_arrives_encrypted_without_a_key() {
     // A plain send needs the key.
     let plain = full("src/secret stuff@2");
     assert_eq!(
-        kind(sim.send(&plain).await.map(|_| ())),
+        kind(send_all(&sim, &plain).await),
         ZfsErrorKind::KeyNotLoaded
     );
     sim.setup().load_key(&ds("src/secret stuff")).unwrap();
-    assert!(sim.send(&plain).await.is_ok());
+    assert!(send_all(&sim, &plain).await.is_ok());
     // libzfs refuses -I, -p and -b of an encrypted dataset unless raw.
     let plain_range = SendRequest {
         source: SendSource::IncrementalRange {
@@ -344,7 +344,7 @@ async fn raw_send_of_an_encrypted_dataset_arrives_encrypted_without_a_key() {
         },
         flags: SendFlags::default(),
     };
-    let e = sim.send(&plain_range).await.map(|_| ()).unwrap_err();
+    let e = send_all(&sim, &plain_range).await.unwrap_err();
     assert_eq!(e.kind, ZfsErrorKind::InvalidArgument);
     assert!(e.to_string().contains("without the raw flag"), "{e}");
 }
@@ -576,15 +576,11 @@ async fn sender_side_errors() {
     write_and_snap(&sim, "src/my data@1", 1);
     write_and_snap(&sim, "src/my data@2", 1);
     assert_eq!(
-        kind(sim.send(&full("src/my data@nope")).await.map(|_| ())),
+        kind(send_all(&sim, &full("src/my data@nope")).await),
         ZfsErrorKind::DoesNotExist
     );
     assert_eq!(
-        kind(
-            sim.send(&incremental("src/my data@2", "src/my data@1"))
-                .await
-                .map(|_| ())
-        ),
+        kind(send_all(&sim, &incremental("src/my data@2", "src/my data@1")).await),
         ZfsErrorKind::InvalidArgument
     );
     let corrupt = SendRequest {
@@ -594,7 +590,7 @@ async fn sender_side_errors() {
         flags: SendFlags::default(),
     };
     assert_eq!(
-        kind(sim.send(&corrupt).await.map(|_| ())),
+        kind(send_all(&sim, &corrupt).await),
         ZfsErrorKind::ResumeTokenInvalid
     );
     let forged = token::encode(&token::TokenFields {
@@ -614,11 +610,26 @@ async fn sender_side_errors() {
         flags: SendFlags::default(),
     };
     assert_eq!(
-        kind(sim.send(&stale).await.map(|_| ())),
+        kind(send_all(&sim, &stale).await),
         ZfsErrorKind::ResumeTokenInvalid,
         "a token whose snapshot was replaced is stale"
     );
     assert_eq!(VersionKind::Snapshot, v("src/my data@1").kind());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_send_fails_through_its_stream_and_the_receiver_sees_a_broken_stream() {
+    let sim = world(18);
+    let stream = sim
+        .send(&full("src/my data@nope"))
+        .await
+        .expect("zfs send started");
+    let e = sim
+        .receive(&recv("dst/r", "nope", Guid(1)), stream)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ZfsErrorKind::StreamBroken);
+    assert!(!sim.exists(&ds("dst/r")));
 }
 
 #[tokio::test(start_paused = true)]

@@ -96,3 +96,17 @@ pub async fn transfer(
 pub fn kind(r: Result<impl std::fmt::Debug, ZfsError>) -> ZfsErrorKind {
     r.expect_err("expected an error").kind
 }
+
+/// Reads a send stream to its end; the sender's error if it failed.
+pub async fn drain(mut stream: zferry_core::backend::ByteStream) -> Result<Vec<u8>, ZfsError> {
+    let mut out = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut out)
+        .await
+        .map_err(|e| ZfsError::from_io(zferry_core::backend::Operation::Send, "stream", &e))?;
+    Ok(out)
+}
+
+/// Starts a send and reads it to the end: errors from starting and from the stream alike.
+pub async fn send_all(sim: &SimZfs, request: &SendRequest) -> Result<Vec<u8>, ZfsError> {
+    drain(sim.send(request).await?).await
+}
