@@ -10,6 +10,59 @@
 //! The world lives behind a shareable handle: cloning a [`SimZfs`] shares the pools, so a test
 //! can drop a daemon (its handle) and start another on the same pools, as a crash would.
 //!
+//! # Setting up a test
+//!
+//! ```
+//! use zferry_core::name::{DatasetName, VersionName};
+//! use zferry_sim::SimZfs;
+//!
+//! let sim = SimZfs::new(42, || 1_800_000_000);
+//! sim.setup().create_pool("tank", 1 << 30).unwrap();
+//! let fs = DatasetName::parse("tank/my data").unwrap();
+//! sim.setup().create_dataset(&fs).unwrap();
+//! sim.setup().write(&fs, 4 << 20).unwrap();
+//! sim.setup().snapshot(&[VersionName::parse("tank/my data@first").unwrap()]).unwrap();
+//! assert_eq!(sim.versions(&fs).len(), 1);
+//! ```
+//!
+//! # What is modelled, and how faithfully
+//!
+//! Checked against OpenZFS 2.3.2 (the realzfs captures) and libzfs's source:
+//!
+//! - Receive runs libzfs's checks in libzfs's order: a full stream onto an existing dataset
+//!   needs `-F` ("must specify -F") and a dataset without snapshots ("destination has
+//!   snapshots"); `-F` of a full stream over an encrypted dataset, or of a raw stream over a
+//!   plain one, is refused; a raw incremental onto a plain dataset is refused; then the
+//!   kernel's: partial state present, the snapshot already there (consumed, success, if the
+//!   GUID is there too), the incremental source found anywhere in the snapshot list (not only
+//!   the newest), "modified since" as a content comparison, so that a newer snapshot without
+//!   changes does not block a plain incremental (it does block a raw one), and `-F` rolling
+//!   back to the source (refused when a later snapshot is held).
+//! - Snapshots keep their stream names (the CLI backend receives into the filesystem, so that
+//!   `-I` works); `to` is then checked by GUID. Received snapshots keep the sender's GUID and
+//!   creation time and get the receiving pool's createtxg.
+//! - Resumable state: a full receive into a new dataset leaves the dataset inconsistent (listed,
+//!   `inconsistent=1`) until completed or aborted (`-A` destroys it); otherwise the state is
+//!   hidden beside the dataset. Tokens carry the kernel's fields in the kernel's order;
+//!   `object` is always 2, `offset` is the payload position times the payload scale, `bytes`
+//!   counts every stream byte read. `largeblockok` is set only when the dataset's recordsize
+//!   is above 128 KiB, `-w` implies `compressok`, and `-w` of a plain dataset is `-Lec`.
+//! - `zfs send` holds its snapshots while its stream is open (destroy is busy), and what it
+//!   refuses arrives as the stream's read error. Encrypted datasets need their key for a plain
+//!   send and refuse `-I`, `-p` and `-b` without `-w`.
+//!
+//! Deliberate differences, each because the trait's contract asks for it:
+//!
+//! - `destroy_snapshots` destroys the unheld snapshots of a batch (OpenZFS destroys none and
+//!   the CLI backend retries without the held ones; the outcome is the same).
+//! - Bookmarks may always be copied (`zfs bookmark fs#a fs#b`, OpenZFS 2.0 and later).
+//!
+//! Not modelled: clones and origins, `-R` streams, redaction, dedup, quotas and reservations,
+//! mounting, the `%recv` clone as a dataset of its own, snapshot properties, `zfs rename`,
+//! compression ratios (a stream's size is the data's size divided by the payload scale),
+//! overwrites (writes only append, so destroying a snapshot frees nothing), holds on bookmarks
+//! (ZFS has none either), and `zfs send -S`.
+//!
 //! What it never does: read the wall clock (time comes from an injected function), draw
 //! unseeded randomness (GUIDs come from a splitmix64 seeded at construction), iterate a hash
 //! map, or get linked into the production daemon except for its explicit `sim` commands.
