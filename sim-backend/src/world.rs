@@ -78,7 +78,6 @@ pub(crate) struct Snapshot {
     pub(crate) creation: i64,
     pub(crate) digest: u64,
     pub(crate) size_bytes: u64,
-    pub(crate) written_bytes: u64,
     pub(crate) holds: BTreeSet<String>,
 }
 
@@ -148,15 +147,16 @@ impl Dataset {
         self.digest != snap.digest
     }
 
-    /// Bytes this dataset takes in its pool (partial receive state counts, scaled from payload
-    /// units to bytes).
+    /// Bytes this dataset takes in its pool. Writes only append, so every snapshot's data is
+    /// still the head's: the head's size is all there is, plus partial receive state (scaled
+    /// from payload units to bytes). Destroying a snapshot frees nothing; a rollback frees
+    /// what was written after its snapshot.
     pub(crate) fn usage_bytes(&self, scale: u64) -> u64 {
-        let snaps: u64 = self.snapshots.values().map(|s| s.written_bytes).sum();
         let partial = self
             .partial
             .as_ref()
             .map_or(0, |p| p.payload_received * scale);
-        snaps + self.dirty_bytes + partial
+        self.size_bytes + partial
     }
 }
 
@@ -983,7 +983,6 @@ impl World {
                 creation,
                 digest: ds.digest,
                 size_bytes: ds.size_bytes,
-                written_bytes: ds.dirty_bytes,
                 holds: BTreeSet::new(),
             };
             ds.dirty_bytes = 0;
@@ -2127,7 +2126,6 @@ impl World {
                 creation: record.creation,
                 digest: record.digest,
                 size_bytes: record.size_bytes,
-                written_bytes: record.written_bytes,
                 holds: BTreeSet::new(),
             },
         );

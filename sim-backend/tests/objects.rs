@@ -8,7 +8,7 @@ use zferry_core::backend::{
 };
 use zferry_core::name::VersionKind;
 use zferry_core::version::Txg;
-use zferry_sim::{Action, Actor, DatasetOptions};
+use zferry_sim::{Action, Actor, DatasetOptions, SimZfs};
 
 #[tokio::test(start_paused = true)]
 async fn snapshots_of_one_call_share_a_txg_and_existing_names_are_refused() {
@@ -494,4 +494,34 @@ async fn every_change_is_logged_with_its_actor_and_txg() {
     );
     let dump = sim.dump("src");
     assert!(dump.0.contains("src/my data@2\tsnapshot"), "{dump:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn usage_grows_with_writes_and_shrinks_on_rollback_and_dataset_destroy() {
+    let sim = world(31);
+    let base = sim.pool_used_bytes("src").unwrap();
+    write_and_snap(&sim, "src/my data@1", 2);
+    sim.setup().write(&ds("src/my data"), 3 * MIB).unwrap();
+    assert_eq!(sim.pool_used_bytes("src"), Some(base + 5 * MIB));
+    sim.setup().snapshot(&[v("src/my data@2")]).unwrap();
+    sim.setup()
+        .destroy_snapshots(&ds("src/my data"), &[c("1")])
+        .unwrap();
+    assert_eq!(
+        sim.pool_used_bytes("src"),
+        Some(base + 5 * MIB),
+        "the head still has it all"
+    );
+    write_and_snap(&sim, "src/my data@3", 1);
+    sim.rollback(&v("src/my data@2")).await.unwrap();
+    assert_eq!(sim.pool_used_bytes("src"), Some(base + 5 * MIB));
+    sim.destroy_dataset(&ds("src/my data"), true).await.unwrap();
+    assert_eq!(sim.pool_used_bytes("src"), Some(base));
+    let small = SimZfs::new(1, || NOW);
+    small.setup().create_pool("tiny", 2 * MIB).unwrap();
+    small.setup().create_dataset(&ds("tiny/fs")).unwrap();
+    assert_eq!(
+        kind(small.setup().write(&ds("tiny/fs"), 3 * MIB)),
+        ZfsErrorKind::NoSpace
+    );
 }
