@@ -299,6 +299,16 @@ impl SimZfs {
         self.lock().set_features(pool, features)
     }
 
+    /// Sets what every pool, existing and future, supports: models an old ZFS for the whole
+    /// machine room.
+    pub fn set_features_everywhere(&self, features: Features) {
+        let mut w = self.lock();
+        w.default_features = features;
+        for p in w.pools.values_mut() {
+            p.features = features;
+        }
+    }
+
     /// Adds a fault to inject.
     pub fn inject(&self, fault: Fault) {
         self.lock().faults.push(fault);

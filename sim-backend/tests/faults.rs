@@ -211,3 +211,35 @@ async fn seeded_plans_replay_and_stay_within_their_options() {
     sim.clear_faults();
     assert!(sim.pending_faults().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn pools_outlive_the_daemon_handle_that_used_them() {
+    fn assert_backend<T: ZfsBackend + Clone + Send + Sync + 'static>() {}
+    assert_backend::<SimZfs>();
+    let sim = world(47);
+    let daemon: std::sync::Arc<dyn ZfsBackend> = std::sync::Arc::new(sim.clone());
+    daemon
+        .snapshot(&[v("src/my data@before crash")])
+        .await
+        .unwrap();
+    drop(daemon);
+    let restarted: Box<dyn ZfsBackend> = Box::new(sim.clone());
+    let listing = restarted
+        .list_versions(
+            &[ds("src/my data")],
+            zferry_core::backend::VersionTypes::All,
+        )
+        .await
+        .unwrap();
+    assert_eq!(listing.versions(&ds("src/my data")).len(), 1);
+    let old = Features {
+        resumable_send: false,
+        resumable_receive: false,
+        encryption: true,
+        batch_destroy: true,
+    };
+    sim.set_features_everywhere(old);
+    sim.setup().create_pool("later", TIB).unwrap();
+    assert_eq!(sim.features("later").await.unwrap(), old);
+    assert_eq!(sim.features("src").await.unwrap(), old);
+}

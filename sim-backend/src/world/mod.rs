@@ -196,6 +196,8 @@ pub(crate) struct World {
     /// Snapshots an unfinished `zfs send` holds (destroy is busy), by send id.
     pub(crate) sending: BTreeMap<u64, Vec<VersionName>>,
     pub(crate) next_send_id: u64,
+    /// What new pools support.
+    pub(crate) default_features: Features,
 }
 
 impl std::fmt::Debug for World {
@@ -265,6 +267,12 @@ impl World {
             faults: Vec::new(),
             sending: BTreeMap::new(),
             next_send_id: 1,
+            default_features: Features {
+                resumable_send: true,
+                resumable_receive: true,
+                encryption: true,
+                batch_destroy: true,
+            },
         }
     }
 
@@ -372,12 +380,7 @@ impl World {
                 filler_bytes: 0,
                 reserved_bytes: 0,
                 txg: 4,
-                features: Features {
-                    resumable_send: true,
-                    resumable_receive: true,
-                    encryption: true,
-                    batch_destroy: true,
-                },
+                features: self.default_features,
                 datasets: BTreeMap::new(),
             },
         );
