@@ -20,6 +20,9 @@ use zferry_core::version::Guid;
 const TOKEN_VERSION: &str = "1";
 /// The largest packed nvlist the reader inflates, in bytes (real tokens are a few hundred).
 const PACKED_BYTES_MAX: usize = 64 * 1024;
+/// The longest token text the reader accepts, in bytes (two hex digits per compressed byte,
+/// which never exceeds the packed size, plus the header).
+const TEXT_BYTES_MAX: usize = 2 * PACKED_BYTES_MAX + 64;
 /// The most pairs the reader accepts.
 const PAIRS_MAX: usize = 64;
 /// The zlib level OpenZFS's kernel `gzip_compress` uses for tokens.
@@ -85,6 +88,9 @@ pub struct TokenCorrupt(pub &'static str);
 
 /// Reads token text written by [`encode`] (or by OpenZFS).
 pub fn decode(text: &str) -> Result<TokenFields, TokenCorrupt> {
+    if text.len() > TEXT_BYTES_MAX {
+        return Err(TokenCorrupt("token text too long"));
+    }
     let mut parts = text.trim().splitn(4, '-');
     let (Some(version), Some(checksum), Some(len), Some(payload)) =
         (parts.next(), parts.next(), parts.next(), parts.next())
