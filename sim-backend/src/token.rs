@@ -11,6 +11,11 @@
 //!
 //! The reader here is the simulated `zfs send -t`: it accepts what the writer writes and
 //! rejects anything else as corrupt. The daemon must use the core's decoder, not this one.
+//!
+//! This codec is written independently of `zferry_core::resume_token` on purpose: the two
+//! cross-check each other (`tests/token_interop.rs` decodes every simulated token with the core
+//! and every real token with both), and this writer compresses as the kernel does, where the
+//! core's test encoder writes stored blocks. A shared bug would otherwise go unseen.
 
 use std::io::{Read, Write};
 
