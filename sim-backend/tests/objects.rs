@@ -525,3 +525,26 @@ async fn usage_grows_with_writes_and_shrinks_on_rollback_and_dataset_destroy() {
         ZfsErrorKind::NoSpace
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn user_property_names_follow_zfs_rules() {
+    // Real OpenZFS 2.3.2 refuses `zferry:some thing` with "invalid property" (conformance case
+    // `set_property_round_trip`); upper case and a missing `:` are refused too.
+    let sim = zferry_sim::SimZfs::new(1, || 1_700_000_000);
+    sim.setup().create_pool("tank", 1 << 30).unwrap();
+    let fs = zferry_core::name::DatasetName::parse("tank/a b").unwrap();
+    sim.setup().create_dataset(&fs).unwrap();
+    let backend: &dyn zferry_core::backend::ZfsBackend = &sim;
+    for bad in ["zferry:some thing", "Zferry:x", "noprefix", "a:b\tc"] {
+        let e = backend.set_property(&fs, bad, "x").await.unwrap_err();
+        assert_eq!(
+            e.kind,
+            zferry_core::backend::ZfsErrorKind::InvalidArgument,
+            "{bad}"
+        );
+    }
+    backend
+        .set_property(&fs, "zferry:some-thing_1.x", "a value")
+        .await
+        .unwrap();
+}

@@ -656,6 +656,20 @@ fn is_user_property(name: &str) -> bool {
     name.contains(':')
 }
 
+/// The longest user property name OpenZFS accepts (`ZAP_MAXNAMELEN - 1`), in bytes.
+const USER_PROPERTY_NAME_BYTES_MAX: usize = 255;
+
+/// Whether `name` is a user property name `zfs set` accepts: it has a `:`, and only lowercase
+/// letters, digits and `-_.:` (OpenZFS's `zfs_prop_user`; real 2.3.2 refuses a space with
+/// "invalid property", as the conformance suite shows).
+pub(crate) fn is_valid_user_property(name: &str) -> bool {
+    is_user_property(name)
+        && name.len() <= USER_PROPERTY_NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.:".contains(&b))
+}
+
 fn default_of(name: &str) -> &'static str {
     match name {
         "readonly" | "atime" => "off",

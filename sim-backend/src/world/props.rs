@@ -323,7 +323,7 @@ impl World {
         value: &str,
     ) -> Result<(), ZfsError> {
         let op = Operation::SetProperty;
-        let settable = is_user_property(name)
+        let settable = is_valid_user_property(name)
             || matches!(
                 name,
                 "mountpoint" | "readonly" | "canmount" | "compression" | "atime" | "recordsize"
