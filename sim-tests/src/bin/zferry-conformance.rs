@@ -285,9 +285,10 @@ mod real {
         }
     }
 
-    /// The device node of a volume, once udev has made it.
+    /// The device node of a volume, once udev has made it. OpenZFS's udev rule writes a space
+    /// in a volume's name as `+` (`/dev/zvol/pool/vol+one`).
     async fn device_of(volume: &DatasetName) -> Result<String, CaseFailure> {
-        let path = format!("/dev/zvol/{}", volume.as_str());
+        let path = format!("/dev/zvol/{}", volume.as_str().replace(' ', "+"));
         for _ in 0..DEVICE_POLLS_MAX {
             if std::path::Path::new(&path).exists() {
                 return Ok(path);

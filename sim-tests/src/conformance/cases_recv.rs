@@ -30,6 +30,8 @@ case_table!(
     receive_of_a_volume,
     receive_force_into_encrypted_err,
     receive_force_rollback_works_unencrypted,
+    receive_force_full_onto_target_with_snapshots,
+    raw_incremental_onto_target_with_noop_newer_snapshot,
     raw_send_of_encrypted_dataset,
     receive_into_placeholder,
     receive_property_override_and_exclude,
@@ -38,6 +40,7 @@ case_table!(
     interrupted_receive_without_resumable_leaves_nothing,
     partial_state_blocks_other_receives,
     abort_receive_without_state_is_success,
+    abort_receive_of_missing_dataset,
     resume_token_is_none_without_partial_receive,
     enospc_mid_receive_leaves_resumable_state,
     enospc_without_resumable_leaves_nothing,
@@ -347,6 +350,81 @@ async fn receive_force_rollback_works_unencrypted(h: &dyn Harness) -> Result<(),
         names_of(h, &dst, VersionTypes::All).await?,
         vec!["@1"],
         "exactly the received snapshot"
+    );
+    Ok(())
+}
+
+/// `recv -F` of a full stream onto a target that has snapshots is refused (AlreadyExists:
+/// "destination has snapshots ... must destroy them to overwrite it"); this is why the
+/// placeholder replacement rolls back and destroys first.
+async fn receive_force_full_onto_target_with_snapshots(h: &dyn Harness) -> Result<(), CaseFailure> {
+    let (src, dst) = source_and_target(h, "receive_force_with_snapshots", &["1"]).await?;
+    h.create_dataset(&dst, DatasetSpec::FILESYSTEM).await?;
+    write_and_snapshot(h, &dst, &["own"], MIB).await?;
+    let s = snap(&src, "1")?;
+    let g = guid(h, &s).await?;
+    let mut request = recv_request(&dst, &s, g);
+    request.force = true;
+    expect_kind(
+        transfer(h, &send_request(SendSource::Full { to: s }), &request).await,
+        &ZfsErrorKind::AlreadyExists,
+        "forced full receive onto a target with snapshots",
+    )?;
+    ensure_eq!(
+        names_of(h, &dst, VersionTypes::All).await?,
+        vec!["@own"],
+        "target unchanged"
+    );
+    Ok(())
+}
+
+/// Unlike a plain one, a raw incremental onto a target whose newer snapshot holds no changes
+/// is refused.
+async fn raw_incremental_onto_target_with_noop_newer_snapshot(
+    h: &dyn Harness,
+) -> Result<(), CaseFailure> {
+    let root = h.fresh_root("raw_incremental_noop_newer").await?;
+    let (src, dst) = (child(&root, "enc src")?, child(&root, "raw dst")?);
+    h.create_dataset(&src, DatasetSpec::ENCRYPTED).await?;
+    write_and_snapshot(h, &src, &["1", "2"], MIB).await?;
+    let raw = SendFlags {
+        raw: true,
+        ..SendFlags::default()
+    };
+    let (s1, s2) = (snap(&src, "1")?, snap(&src, "2")?);
+    let g1 = guid(h, &s1).await?;
+    transfer(
+        h,
+        &SendRequest {
+            source: SendSource::Full { to: s1.clone() },
+            flags: raw,
+        },
+        &recv_request(&dst, &s1, g1),
+    )
+    .await
+    .ctx("raw full receive of @1")?;
+    snapshots(h, &dst, &["noop"]).await?;
+    let g2 = guid(h, &s2).await?;
+    expect_kind(
+        transfer(
+            h,
+            &SendRequest {
+                source: SendSource::Incremental {
+                    from: s1,
+                    to: s2.clone(),
+                },
+                flags: raw,
+            },
+            &recv_request(&dst, &s2, g2),
+        )
+        .await,
+        &ZfsErrorKind::ModifiedSinceSnapshot,
+        "raw incremental onto a target with a no-op newer snapshot",
+    )?;
+    ensure_eq!(
+        names_of(h, &dst, VersionTypes::All).await?,
+        vec!["@1", "@noop"],
+        "target unchanged"
     );
     Ok(())
 }
@@ -745,6 +823,17 @@ async fn abort_receive_without_state_is_success(h: &dyn Harness) -> Result<(), C
     Ok(())
 }
 
+/// `zfs receive -A` of a dataset that does not exist is DoesNotExist.
+async fn abort_receive_of_missing_dataset(h: &dyn Harness) -> Result<(), CaseFailure> {
+    let root = h.fresh_root("abort_missing").await?;
+    expect_kind(
+        h.backend().abort_receive(&child(&root, "not here")?).await,
+        &ZfsErrorKind::DoesNotExist,
+        "abort of a missing dataset",
+    )?;
+    Ok(())
+}
+
 /// No partial receive: no token; a missing dataset: DoesNotExist.
 async fn resume_token_is_none_without_partial_receive(h: &dyn Harness) -> Result<(), CaseFailure> {
     let root = h.fresh_root("resume_token_none").await?;
@@ -765,7 +854,7 @@ async fn resume_token_is_none_without_partial_receive(h: &dyn Harness) -> Result
 const SMALL_POOL_BYTES: u64 = 64 * MIB;
 
 /// Data that cannot fit in [`SMALL_POOL_BYTES`].
-const TOO_BIG_BYTES: u64 = 96 * MIB;
+const TOO_BIG_BYTES: u64 = 80 * MIB;
 
 /// Runs `body` with a fresh small pool and a source too big for it; destroys the pool after.
 async fn with_small_pool(
