@@ -17,6 +17,7 @@ use zferry_core::plan::{
 use zferry_core::version::Version;
 
 use crate::input::{InputError, read_versions};
+use crate::text::plural;
 
 /// Exit code when at least one filesystem has a conflict.
 const EXIT_CONFLICT: u8 = 1;
@@ -311,8 +312,4 @@ pub(crate) fn render_text(plans: &[FilesystemPlan]) -> String {
         plural(s.n_conflicts, "conflict", "conflicts"),
     );
     out
-}
-
-fn plural(n: usize, one: &'static str, many: &'static str) -> &'static str {
-    if n == 1 { one } else { many }
 }

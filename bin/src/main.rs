@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd_plan;
+mod cmd_prune;
+mod cmd_test;
 mod input;
+mod text;
 
 /// zferry: ZFS snapshot replication.
 #[derive(Debug, Parser)]
@@ -20,11 +23,17 @@ struct Cli {
 enum Command {
     /// Show what replication would send, or why it cannot, from two `zfs list` listings.
     Plan(cmd_plan::Args),
+    /// Show which snapshots zrepl-style keep rules would destroy (dry runs only).
+    Prune(cmd_prune::Args),
+    /// Diagnostics that check one piece of zferry against your input.
+    Test(cmd_test::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Plan(args) => cmd_plan::run(&args),
+        Command::Prune(args) => cmd_prune::run(&args),
+        Command::Test(args) => cmd_test::run(args),
     }
 }

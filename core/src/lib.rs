@@ -17,6 +17,8 @@ pub mod job_id;
 pub mod listing;
 pub mod name;
 pub mod plan;
+pub mod prune;
 pub mod queue;
+pub mod resume_token;
 pub mod version;
 pub mod watchdog;
