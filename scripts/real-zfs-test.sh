@@ -38,7 +38,7 @@ done
 started=$(date +%s)
 
 echo "real-zfs-test: building zferry-conformance (release)" >&2
-(cd "$top" && cargo build --release -p zferry-sim-tests --features real --bin zferry-conformance)
+(cd "$top" && cargo build --release -p zferry-sim-tests --bin zferry-conformance)
 target_dir=${CARGO_TARGET_DIR:-$top/target}
 bin="$target_dir/release/zferry-conformance"
 [ -x "$bin" ] || die "the build did not produce $bin"

@@ -69,21 +69,6 @@ fn main() -> ExitCode {
     real::main(args)
 }
 
-#[cfg(not(feature = "real"))]
-mod real {
-    use std::process::ExitCode;
-
-    pub(crate) fn main(_args: super::Args) -> ExitCode {
-        eprintln!(
-            "zferry-conformance: built without the `real` feature (the zfs CLI backend); \
-             build with: cargo build --release -p zferry-sim-tests --features real --bin \
-             zferry-conformance"
-        );
-        ExitCode::from(2)
-    }
-}
-
-#[cfg(feature = "real")]
 mod real {
     //! [`RealHarness`]: setup with `zfs`, `zpool` and `dd` on the local machine.
 

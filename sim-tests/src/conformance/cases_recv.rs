@@ -8,6 +8,7 @@ use zferry_core::backend::{
     SendRequest, SendSource, VersionTypes, ZfsErrorKind,
 };
 use zferry_core::name::DatasetName;
+use zferry_core::resume_token::{ResumeToken, ResumeTokenContents};
 use zferry_core::version::Guid;
 
 use super::check::{Ctx, ensure, ensure_eq, expect_err_where, expect_kind};
@@ -653,14 +654,20 @@ async fn resumable_recv_and_token_handling(h: &dyn Harness) -> Result<(), CaseFa
         Some(token.as_str()),
         "receive_resume_token equals the error's token"
     );
+    let s = snap(&src, "1")?;
+    let g = guid(h, &s).await?;
+    let decoded = decode(&token)?;
+    ensure_eq!(
+        (decoded.fromguid, decoded.toguid, &decoded.toname),
+        (None, g, &s),
+        "decoded token (fromguid, toguid, toname)"
+    );
     ensure_eq!(
         names_of(h, &dst, VersionTypes::All).await?,
         Vec::<String>::new(),
         "a partial receive shows no snapshot"
     );
 
-    let s = snap(&src, "1")?;
-    let g = guid(h, &s).await?;
     let mut request = recv_request(&dst, &s, g);
     request.resumable = true;
     let received = transfer(h, &send_request(SendSource::Resume { token }), &request)
@@ -692,6 +699,17 @@ async fn resume_token_parsing(h: &dyn Harness) -> Result<(), CaseFailure> {
     ensure!(
         token.starts_with("1-"),
         "token `{token}` lacks the version prefix"
+    );
+    let decoded = decode(&token)?;
+    let s = snap(&src, "1")?;
+    ensure_eq!(
+        (decoded.toguid, &decoded.toname, decoded.fromguid),
+        (guid(h, &s).await?, &s, None),
+        "decoded (toguid, toname, fromguid)"
+    );
+    ensure!(
+        decoded.bytes.is_some_and(|b| b > 0),
+        "the token should record the bytes received: {decoded:?}"
     );
     let left = h
         .backend()
@@ -726,6 +744,10 @@ async fn resume_token_parsing(h: &dyn Harness) -> Result<(), CaseFailure> {
         &ZfsErrorKind::ResumeTokenInvalid,
         "estimate of a corrupted token",
     )?;
+    ensure!(
+        ResumeToken::decode(&corrupt).is_err(),
+        "the core decoder accepts the corrupted token `{corrupt}`"
+    );
     Ok(())
 }
 
@@ -775,9 +797,17 @@ async fn partial_state_blocks_other_receives(h: &dyn Harness) -> Result<(), Case
         |k| matches!(k, ZfsErrorKind::ReceiveInterrupted { .. }),
         "half an incremental with -s",
     )?;
-    ensure!(
-        h.backend().resume_token(&dst).await.ctx("token")?.is_some(),
-        "no token on the existing target"
+    let token = h
+        .backend()
+        .resume_token(&dst)
+        .await
+        .ctx("token")?
+        .ok_or_else(|| CaseFailure::new("no token on the existing target"))?;
+    let decoded = decode(&token)?;
+    ensure_eq!(
+        (decoded.fromguid, decoded.toguid, &decoded.toname),
+        (Some(guid(h, &from).await?), g, &to),
+        "decoded incremental token (fromguid, toguid, toname)"
     );
     ensure_eq!(
         names_of(h, &dst, VersionTypes::All).await?,
@@ -919,4 +949,12 @@ async fn enospc_without_resumable_leaves_nothing(h: &dyn Harness) -> Result<(), 
     .await;
     h.destroy_pool(dst.pool()).await?;
     checks
+}
+
+/// Decodes a resume token with the core's decoder.
+#[track_caller]
+fn decode(token: &str) -> Result<ResumeTokenContents, CaseFailure> {
+    ResumeToken::decode(token)
+        .map(|t| t.contents().clone())
+        .map_err(|e| CaseFailure::new(format!("the core cannot decode token `{token}`: {e}")))
 }
