@@ -48,8 +48,9 @@ if "$realzfs" status >/dev/null 2>&1; then
   die "an OpenZFS guest is already running (another session?); wait for it or stop it with: $realzfs stop"
 fi
 
-"$realzfs" start
+# From here on the guest is ours: stop it however the script ends (a failed start included).
 trap '"$realzfs" stop >/dev/null 2>&1 || true' EXIT
+"$realzfs" start
 
 "$realzfs" run "truncate -s $POOL_BYTES /var/tmp/$POOL.img && zpool create -f $POOL /var/tmp/$POOL.img" \
   || die "cannot create the pool $POOL in the guest"
