@@ -36,6 +36,7 @@ case_table!(
     features_of_this_zfs,
     placeholder_properties,
     placeholder_encryption_choice,
+    list_datasets_shows_placeholders,
 );
 
 /// zrepl `GetNonexistent`: `zfs get` on a missing filesystem, snapshot and bookmark.
@@ -751,5 +752,48 @@ async fn placeholder_encryption_choice(h: &dyn Harness) -> Result<(), CaseFailur
             "encryptionroot of `{d}`"
         );
     }
+    Ok(())
+}
+
+/// zrepl's placeholder listing: `list_datasets` with `zrepl:placeholder` gives `on` for the
+/// placeholder and its children inherit it (`on`, inherited), others `-`.
+async fn list_datasets_shows_placeholders(h: &dyn Harness) -> Result<(), CaseFailure> {
+    let root = h.fresh_root("list_placeholders").await?;
+    let (ph, plain) = (child(&root, "place holder")?, child(&root, "plain fs")?);
+    h.backend()
+        .create_placeholder(&ph, PlaceholderEncryption::Inherit)
+        .await
+        .ctx("create placeholder")?;
+    h.create_dataset(&plain, DatasetSpec::FILESYSTEM).await?;
+    let under = child(&ph, "kid")?;
+    h.create_dataset(&under, DatasetSpec::FILESYSTEM).await?;
+    let listed = h
+        .backend()
+        .list_datasets(Some(&root), &[PLACEHOLDER_PROPERTY])
+        .await
+        .ctx("list with the placeholder property")?;
+    let got: BTreeMap<_, _> = listed
+        .into_iter()
+        .map(|e| (e.name.as_str().to_owned(), e.properties))
+        .collect();
+    let want: BTreeMap<_, _> = [(&root, "-"), (&ph, "on"), (&under, "on"), (&plain, "-")]
+        .into_iter()
+        .map(|(d, v)| (d.as_str().to_owned(), vec![v.to_owned()]))
+        .collect();
+    ensure_eq!(got, want, "placeholder property per dataset");
+    let source = h
+        .backend()
+        .get_properties(&under.clone().into(), &[PLACEHOLDER_PROPERTY])
+        .await
+        .ctx("get on the child")?
+        .remove(PLACEHOLDER_PROPERTY)
+        .map(|p| p.source);
+    ensure_eq!(
+        source,
+        Some(PropertySource::Inherited {
+            from: ph.as_str().to_owned()
+        }),
+        "the child's placeholder property is inherited (so it is no placeholder)"
+    );
     Ok(())
 }

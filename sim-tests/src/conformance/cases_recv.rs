@@ -22,6 +22,7 @@ use super::{CaseFailure, DatasetSpec, Harness, case_table};
 case_table!(
     full_receive_keeps_guid,
     full_receive_onto_existing_is_already_exists,
+    receive_checks_the_to_guid,
     incremental_receive_onto_modified_target,
     incremental_receive_without_base,
     incremental_receive_onto_target_with_newer_snapshot,
@@ -102,6 +103,35 @@ async fn full_receive_onto_existing_is_already_exists(h: &dyn Harness) -> Result
         names_of(h, &dst, VersionTypes::All).await?,
         Vec::<String>::new(),
         "target unchanged"
+    );
+    Ok(())
+}
+
+/// A receive whose `to` arrives with another GUID than requested is ExistsWithOtherGuid
+/// carrying the GUID that arrived (the received snapshot stays: it is what the stream held).
+async fn receive_checks_the_to_guid(h: &dyn Harness) -> Result<(), CaseFailure> {
+    let (src, dst) = source_and_target(h, "receive_checks_guid", &["1"]).await?;
+    let s = snap(&src, "1")?;
+    let g = guid(h, &s).await?;
+    let wrong = Guid(g.0 ^ 1);
+    expect_kind(
+        transfer(
+            h,
+            &send_request(SendSource::Full { to: s.clone() }),
+            &recv_request(&dst, &s, wrong),
+        )
+        .await,
+        &ZfsErrorKind::ExistsWithOtherGuid { existing: g },
+        "receive expecting another guid",
+    )?;
+    ensure_eq!(
+        versions(h, &dst, VersionTypes::All)
+            .await?
+            .iter()
+            .map(|v| (v.relative_name(), v.guid))
+            .collect::<Vec<_>>(),
+        vec![("@1".to_owned(), g)],
+        "what arrived"
     );
     Ok(())
 }
