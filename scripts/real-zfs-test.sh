@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# scripts/real-zfs-test.sh [--filter SUBSTRING]
+#
+# Runs the backend conformance suite (sim-tests/src/conformance) against real
+# OpenZFS: builds the `zferry-conformance` binary, starts the OpenZFS guest of
+# scripts/realzfs.sh (building its image first on a fresh machine, ~7 min, as
+# root), makes a file-backed pool `zferry` in the guest, runs the binary there
+# with ZFERRY_REAL_ZFS=1, prints its output (ending with `N passed, N failed`),
+# stops the guest, and exits with the binary's status (0 all passed, 1 some
+# failed, 2 setup refused).
+#
+# The guest is Debian 12 (glibc 2.36): the binary is built on the host, so the
+# host's glibc must not be newer.
+#
+# Env: CARGO_TARGET_DIR (where cargo builds), ZFERRY_REALZFS_CACHE and the
+# other knobs of scripts/realzfs.sh.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+top=$(dirname "$here")
+realzfs="$here/realzfs.sh"
+
+# The pool the suite works in, and its size (a sparse file in the guest).
+POOL=zferry
+POOL_BYTES=4G
+GUEST_BIN=/root/zferry-conformance
+
+die() { echo "real-zfs-test: $*" >&2; exit 2; }
+
+filter=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --filter) [ $# -ge 2 ] || die "--filter needs a substring"; filter=(--filter "$2"); shift 2 ;;
+    *) die "usage: $0 [--filter SUBSTRING]" ;;
+  esac
+done
+
+started=$(date +%s)
+
+echo "real-zfs-test: building zferry-conformance (release)" >&2
+(cd "$top" && cargo build --release -p zferry-sim-tests --bin zferry-conformance)
+target_dir=${CARGO_TARGET_DIR:-$top/target}
+bin="$target_dir/release/zferry-conformance"
+[ -x "$bin" ] || die "the build did not produce $bin"
+
+# One guest at a time: another session's guest is not ours to use or stop.
+if "$realzfs" status >/dev/null 2>&1; then
+  die "an OpenZFS guest is already running (another session?); wait for it or stop it with: $realzfs stop"
+fi
+
+# From here on the guest is ours: stop it however the script ends (a failed start included).
+trap '"$realzfs" stop >/dev/null 2>&1 || true' EXIT
+"$realzfs" start
+
+"$realzfs" run "truncate -s $POOL_BYTES /var/tmp/$POOL.img && zpool create -f $POOL /var/tmp/$POOL.img" \
+  || die "cannot create the pool $POOL in the guest"
+"$realzfs" put "$bin" "$GUEST_BIN"
+
+set +e
+"$realzfs" run "ZFERRY_REAL_ZFS=1 $GUEST_BIN --pool $POOL ${filter[*]+$(printf '%q ' "${filter[@]}")}"
+rc=$?
+set -e
+
+echo "real-zfs-test: exit $rc after $(( $(date +%s) - started )) s" >&2
+exit "$rc"
