@@ -12,8 +12,10 @@
 # The guest is Debian 12 (glibc 2.36): the binary is built on the host, so the
 # host's glibc must not be newer.
 #
-# Env: CARGO_TARGET_DIR (where cargo builds), ZFERRY_REALZFS_CACHE and the
-# other knobs of scripts/realzfs.sh.
+# Env: CARGO_TARGET_DIR (where cargo builds), ZFERRY_CONFORMANCE_PROFILE (cargo
+# profile of the binary: `release` by default; CI uses `dev`, which reuses what
+# `cargo test` compiled), ZFERRY_REALZFS_CACHE and the other knobs of
+# scripts/realzfs.sh.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -37,10 +39,15 @@ done
 
 started=$(date +%s)
 
-echo "real-zfs-test: building zferry-conformance (release)" >&2
-(cd "$top" && cargo build --release -p zferry-sim-tests --bin zferry-conformance)
+profile=${ZFERRY_CONFORMANCE_PROFILE:-release}
+case "$profile" in
+  dev) profile_dir=debug ;;
+  *) profile_dir=$profile ;;
+esac
+echo "real-zfs-test: building zferry-conformance ($profile)" >&2
+(cd "$top" && cargo build --locked --profile "$profile" -p zferry-sim-tests --bin zferry-conformance)
 target_dir=${CARGO_TARGET_DIR:-$top/target}
-bin="$target_dir/release/zferry-conformance"
+bin="$target_dir/$profile_dir/zferry-conformance"
 [ -x "$bin" ] || die "the build did not produce $bin"
 
 # One guest at a time: another session's guest is not ours to use or stop.

@@ -128,10 +128,7 @@ impl Harness for SimHarness {
 /// has the details), with a piece of the failure message. Each must still fail on the sim in
 /// exactly that way: once the sim is fixed the case passes and this test fails until the entry
 /// is removed, so the list cannot go stale and no other failure hides behind it.
-const KNOWN_SIM_DISAGREEMENTS: &[(&str, &str)] = &[(
-    "set_property_round_trip",
-    "a user property name with a space: expected error InvalidArgument, got success",
-)];
+const KNOWN_SIM_DISAGREEMENTS: &[(&str, &str)] = &[];
 
 #[tokio::test(start_paused = true)]
 async fn every_case_passes_on_the_simulated_zfs() {
