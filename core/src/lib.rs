@@ -11,6 +11,7 @@
 
 pub mod abstraction;
 pub mod backend;
+pub mod engine;
 pub mod error_class;
 pub mod filter;
 pub mod job_id;
