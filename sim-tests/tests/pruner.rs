@@ -650,3 +650,41 @@ async fn a_tampered_plan_destroys_nothing_before_it_panics() {
     assert_eq!(names(&sim, "tank/a"), "s1 s2 s3 s4");
     assert_eq!(sim.op_count(Operation::DestroySnapshots), 0);
 }
+
+#[tokio::test]
+async fn targets_whose_parent_is_gone_are_skipped_not_a_side_error() {
+    let sim = world();
+    filesystem(&sim, "tank/a", 3);
+    cursor(&sim, "tank/a", "s3");
+    let (rules, job, protected) = (last_n(1), job(), Protected::new());
+    let mut counters = ErrorCounters::new();
+    // The common root `tank/gone` does not exist: its ancestor is listed instead.
+    let gone = [ds("tank/gone/x"), ds("tank/gone/y")];
+    let report = prune_side(
+        &sim,
+        &sender(&gone, &rules, &job, &protected),
+        &mut counters,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcomes(&report),
+        lines(
+            "tank/gone/x skipped: filesystem does not exist
+             tank/gone/y skipped: filesystem does not exist"
+        )
+    );
+    // A missing target next to an existing one does not stop the existing one.
+    let mixed = [ds("tank/a"), ds("tank/b")];
+    let report = prune_side(
+        &sim,
+        &sender(&mixed, &rules, &job, &protected),
+        &mut counters,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcomes(&report),
+        "tank/a done 2/2\ntank/b skipped: filesystem does not exist"
+    );
+}

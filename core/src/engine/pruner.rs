@@ -3,7 +3,8 @@
 //!
 //! # Two phases
 //!
-//! [`plan_side`] only reads: one `list_datasets` call (with `zrepl:placeholder`) to skip
+//! [`plan_side`] only reads: one `list_datasets` call (with `zrepl:placeholder`, under the
+//! targets' common ancestor, or its nearest existing ancestor if that is gone) to skip
 //! placeholders and vanished filesystems, one `get_properties` call per filesystem whose
 //! placeholder property is `on` (only a *local* `on` makes a placeholder, as in zrepl; children
 //! of a placeholder inherit the value and are ordinary filesystems), and ONE `list_versions`
@@ -53,6 +54,7 @@ use crate::backend::{
     PLACEHOLDER_PROPERTY, PropertySource, VersionTypes, ZfsBackend, ZfsError, ZfsErrorKind,
 };
 use crate::job_id::JobId;
+use crate::listing::DatasetEntry;
 use crate::name::{Component, DatasetName};
 use crate::prune::{
     KeepRules, PruneError, ReplicationCursor, cursor_from_bookmarks, plan_filesystem,
@@ -643,9 +645,7 @@ pub async fn plan_side(
 
     // Which targets exist and which are (maybe) placeholders: one listing under their common
     // ancestor.
-    let root = common_root(&targets);
-    let listed = backend
-        .list_datasets(root.as_ref(), &[PLACEHOLDER_PROPERTY])
+    let listed = list_under_common_root(backend, &targets)
         .await
         .map_err(|source| SideError::ListDatasets { side, source })?;
     let placeholder_values: BTreeMap<&DatasetName, Option<&str>> = listed
@@ -1007,6 +1007,29 @@ async fn execute_batch(
         }
     }
     entry
+}
+
+/// The datasets with their placeholder property under the targets' [`common_root`]. A root
+/// that does not exist (the targets' parent was destroyed) is no error: its nearest existing
+/// ancestor is listed instead, at most one call per level of the root's depth, and finally
+/// all pools.
+async fn list_under_common_root(
+    backend: &dyn ZfsBackend,
+    targets: &[DatasetName],
+) -> Result<Vec<DatasetEntry>, ZfsError> {
+    let mut root = common_root(targets);
+    loop {
+        match backend
+            .list_datasets(root.as_ref(), &[PLACEHOLDER_PROPERTY])
+            .await
+        {
+            Err(e) if e.kind == ZfsErrorKind::DoesNotExist => match root {
+                Some(missing) => root = missing.parent(),
+                None => return Err(e),
+            },
+            other => return other,
+        }
+    }
 }
 
 /// Whether `zrepl:placeholder` of `filesystem` is `on` and set locally (zrepl's rule).

@@ -3,7 +3,6 @@
 //! are in `sim-tests/tests/pruner.rs`.
 
 use super::*;
-use crate::name::VersionKind;
 use crate::version::Txg;
 
 const FS: &str = "pool/data";
@@ -355,5 +354,83 @@ fn bookmarks_are_never_in_a_batch() {
             .all(|c| c.snapshot.as_str().starts_with('s'))
     );
     assert_eq!(batch.n_snapshots, 5);
-    let _ = VersionKind::Bookmark;
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// `n` snapshots `s1..sn` with GUIDs 1..n in createtxg order.
+    fn history(n: u64) -> Vec<Version> {
+        (1..=n)
+            .map(|i| {
+                let creation = i64::try_from(i).unwrap() * 60;
+                Version::snapshot(
+                    Component::parse(&format!("s{i}")).unwrap(),
+                    Guid(i),
+                    Txg(i * 10),
+                    creation,
+                )
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Whatever the rules, the first check never puts the cursor's snapshot, a protected
+        /// one or the newest into a batch; together with the kept overrides the batch is
+        /// exactly what the rules destroy; and an unchanged world passes the second check
+        /// with the whole batch.
+        #[test]
+        fn a_batch_never_holds_what_must_stay(
+            n in 1u64..40,
+            count in 1u32..45,
+            cursor_at in 0u64..40,
+            protected_mask in any::<u64>(),
+            not_replicated in any::<bool>(),
+        ) {
+            let versions = history(n);
+            let cursor = Guid(cursor_at % n + 1);
+            let protected: Protected = (1..=n)
+                .filter(|i| protected_mask & (1 << i) != 0)
+                .map(|i| (fs(), Guid(i)))
+                .collect();
+            let mut yaml = format!("- type: last_n\n  count: {count}\n");
+            if not_replicated {
+                yaml.push_str("- type: not_replicated\n  keep_snapshot_at_cursor: false\n");
+            }
+            let rules = rules(&yaml);
+            let planned = plan_one(
+                &fs(),
+                &versions,
+                &rules,
+                ReplicationCursor::At(cursor),
+                &protected,
+            );
+            let PlannedFilesystem::Batch(batch) = planned else {
+                panic!("not planned: {planned:?}")
+            };
+            for c in &batch.destroy {
+                prop_assert_ne!(c.guid, cursor);
+                prop_assert_ne!(c.guid, Guid(n));
+                prop_assert!(!protected.contains(&(fs(), c.guid)));
+            }
+            let rule_destroyed: BTreeSet<Guid> =
+                plan_filesystem(&fs(), &versions, &rules, ReplicationCursor::At(cursor))
+                    .unwrap()
+                    .destroyed()
+                    .map(|s| s.version.guid)
+                    .collect();
+            let ours: BTreeSet<Guid> = batch
+                .destroy
+                .iter()
+                .map(|c| c.guid)
+                .chain(batch.kept.iter().map(|k| k.guid))
+                .collect();
+            prop_assert_eq!(ours, rule_destroyed);
+            let recheck = recheck_batch(&batch, &versions, Some(cursor), &protected).unwrap();
+            prop_assert!(recheck.dropped.is_empty());
+            prop_assert_eq!(recheck.destroy.len(), batch.destroy.len());
+        }
+    }
 }
