@@ -9,8 +9,14 @@
 //!
 //! - [`timestamp`]: `timestamp_format` and `timestamp_location`, Go time layouts, and the
 //!   [`timestamp::SnapshotNamer`] that builds `prefix + timestamp` and checks it at config time.
-//! - [`duration`]: zrepl's duration syntax (`10m`, `1d`, `2w`) and the positive
-//!   [`duration::Interval`].
+//! - [`duration`]: zrepl's duration syntax (`10m`, `1d`, `2w`) and the positive [`duration::Interval`].
+//! - [`periodic`]: the sync-up that picks the first snapshot time from existing snapshots, and
+//!   the next invocation after the last one.
+//! - [`cron`]: `cron:` specs (5 fields, or 6 with leading seconds) and their next fire time in
+//!   a time zone.
+//! - [`hooks`]: which hooks apply to a filesystem, the environment they get, and the state
+//!   machine that orders pre edges, the snapshot and post edges.
 
 pub mod duration;
+pub mod periodic;
 pub mod timestamp;
