@@ -17,6 +17,7 @@
 //! - [`hooks`]: which hooks apply to a filesystem, the environment they get, and the state
 //!   machine that orders pre edges, the snapshot and post edges.
 
+pub mod cron;
 pub mod duration;
 pub mod periodic;
 pub mod timestamp;
