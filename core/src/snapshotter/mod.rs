@@ -19,5 +19,6 @@
 
 pub mod cron;
 pub mod duration;
+pub mod hooks;
 pub mod periodic;
 pub mod timestamp;
