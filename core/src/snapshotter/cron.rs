@@ -17,6 +17,7 @@ use std::fmt;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 use jiff::Zoned;
+use serde::Deserialize;
 
 /// The longest spec accepted, in bytes.
 pub const CRON_SPEC_LEN_MAX: usize = 256;
@@ -73,7 +74,8 @@ pub struct CronNextError {
 }
 
 /// A parsed `cron:` spec.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
 pub struct CronSchedule {
     spec: String,
     cron: Cron,
@@ -128,6 +130,13 @@ impl CronSchedule {
     /// The spec as written.
     pub fn as_str(&self) -> &str {
         &self.spec
+    }
+}
+
+impl TryFrom<String> for CronSchedule {
+    type Error = CronSpecError;
+    fn try_from(spec: String) -> Result<Self, Self::Error> {
+        Self::parse(&spec)
     }
 }
 
@@ -229,6 +238,14 @@ mod tests {
             CronSchedule::parse(&long),
             Err(CronSpecError::TooLong { .. })
         ));
+    }
+
+    #[test]
+    fn schedule_deserializes_from_config_text() {
+        let schedule: CronSchedule = serde_json::from_str("\"0 3 * * *\"").unwrap();
+        assert_eq!(schedule.as_str(), "0 3 * * *");
+        let err = serde_json::from_str::<CronSchedule>("\"@daily\"").unwrap_err();
+        assert!(err.to_string().contains("descriptors"), "{err}");
     }
 
     proptest! {

@@ -8,6 +8,7 @@
 use std::fmt;
 
 use jiff::SignedDuration;
+use serde::Deserialize;
 
 /// The longest duration text accepted, in bytes. Longer text is not a duration a human wrote.
 pub const DURATION_TEXT_LEN_MAX: usize = 64;
@@ -64,7 +65,8 @@ pub fn parse_duration(text: &str) -> Result<SignedDuration, DurationError> {
     let syntax = || DurationError::Syntax {
         text: text.to_owned(),
     };
-    let trimmed = text.trim();
+    // Go's `\s` is ASCII whitespace only, as is `trim_ascii`.
+    let trimmed = text.trim_ascii();
     let (sign, rest) = match trimmed.as_bytes().first() {
         Some(b'-') => (-1i64, &trimmed[1..]),
         Some(b'+') => (1, &trimmed[1..]),
@@ -75,7 +77,7 @@ pub fn parse_duration(text: &str) -> Result<SignedDuration, DurationError> {
         return Err(syntax());
     }
     let (digits, unit) = rest.split_at(n_digits);
-    let unit_secs: Option<i64> = match unit.trim_start() {
+    let unit_secs: Option<i64> = match unit.trim_ascii_start() {
         "" => None,
         "s" => Some(1),
         "m" => Some(60),
@@ -120,7 +122,8 @@ pub fn parse_positive_duration(
 }
 
 /// A strictly positive duration between two periodic snapshot rounds (`interval:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Interval(SignedDuration);
 
 impl Interval {
@@ -144,6 +147,13 @@ impl Interval {
     /// The duration.
     pub fn duration(self) -> SignedDuration {
         self.0
+    }
+}
+
+impl TryFrom<String> for Interval {
+    type Error = DurationError;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text)
     }
 }
 
@@ -177,6 +187,7 @@ mod tests {
         1.5h => error:Syntax
         1h30m => error:Syntax
         '- 5s' => error:Syntax
+        '5\u{a0}s' => error:Syntax
         99999999999999999999s => error:Overflow
         9223372036854775807w => error:Overflow
     ";
@@ -215,6 +226,18 @@ mod tests {
         }
         assert!(Interval::new(SignedDuration::ZERO).is_err());
         assert!(Interval::new(SignedDuration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn interval_deserializes_from_config_text() {
+        let interval: Interval = serde_json::from_str("\"10m\"").unwrap();
+        assert_eq!(interval.duration().as_secs(), 600);
+        let err = serde_json::from_str::<Interval>("\"0s\"").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("interval must be a positive duration"),
+            "{err}"
+        );
     }
 
     #[test]
