@@ -21,5 +21,6 @@ pub mod plan;
 pub mod prune;
 pub mod queue;
 pub mod resume_token;
+pub mod snapshotter;
 pub mod version;
 pub mod watchdog;
