@@ -9,7 +9,8 @@ use zferry_core::backend::{
 
 use super::check::{Ctx, ensure, ensure_eq, expect_kind};
 use super::util::{
-    MIB, bmark, child, dataset_names, guid, names_of, rel_names, snap, snapshots, version, versions,
+    MIB, bmark, child, dataset_names, guid, local_placeholder_props, names_of, placeholder_props,
+    rel_names, snap, snapshots, version, versions,
 };
 use super::{CaseFailure, DatasetSpec, Harness, case_table};
 
@@ -675,28 +676,8 @@ async fn placeholder_properties(h: &dyn Harness) -> Result<(), CaseFailure> {
         .create_placeholder(&ph, PlaceholderEncryption::Inherit)
         .await
         .ctx("create placeholder")?;
-    let props = h
-        .backend()
-        .get_properties(&ph.clone().into(), &[PLACEHOLDER_PROPERTY, "mountpoint"])
-        .await
-        .ctx("get")?;
-    let got: BTreeMap<_, _> = props
-        .into_iter()
-        .map(|(k, p)| (k, (p.value, p.source)))
-        .collect();
-    let want: BTreeMap<_, _> = [
-        (
-            PLACEHOLDER_PROPERTY.to_owned(),
-            ("on".to_owned(), PropertySource::Local),
-        ),
-        (
-            "mountpoint".to_owned(),
-            ("none".to_owned(), PropertySource::Local),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    ensure_eq!(got, want, "placeholder properties");
+    let got = placeholder_props(h, &ph).await?;
+    ensure_eq!(got, local_placeholder_props("on"), "placeholder properties");
     expect_kind(
         h.backend()
             .create_placeholder(&ph, PlaceholderEncryption::Inherit)

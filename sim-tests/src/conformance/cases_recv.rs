@@ -13,9 +13,9 @@ use zferry_core::version::Guid;
 
 use super::check::{Ctx, ensure, ensure_eq, expect_err_where, expect_kind};
 use super::util::{
-    MIB, bmark, child, comp, exists, guid, names_of, recv_request, replicate_full,
-    replicate_incremental, send_bytes, send_request, snap, snapshots, stream_of, transfer,
-    versions, write_and_snapshot,
+    MIB, bmark, child, comp, exists, guid, local_placeholder_props, names_of, placeholder_props,
+    recv_request, replicate_full, replicate_incremental, send_bytes, send_request, snap, snapshots,
+    stream_of, transfer, versions, write_and_snapshot,
 };
 use super::{CaseFailure, DatasetSpec, Harness, case_table};
 
@@ -557,28 +557,12 @@ async fn receive_into_placeholder(h: &dyn Harness) -> Result<(), CaseFailure> {
         vec!["@1"],
         "received snapshots"
     );
-    let props = h
-        .backend()
-        .get_properties(&ph.clone().into(), &[PLACEHOLDER_PROPERTY, "mountpoint"])
-        .await
-        .ctx("get")?;
-    let got: BTreeMap<_, _> = props
-        .into_iter()
-        .map(|(k, p)| (k, (p.value, p.source)))
-        .collect();
-    let want: BTreeMap<_, _> = [
-        (
-            PLACEHOLDER_PROPERTY.to_owned(),
-            ("off".to_owned(), PropertySource::Local),
-        ),
-        (
-            "mountpoint".to_owned(),
-            ("none".to_owned(), PropertySource::Local),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    ensure_eq!(got, want, "properties after the receive");
+    let got = placeholder_props(h, &ph).await?;
+    ensure_eq!(
+        got,
+        local_placeholder_props("off"),
+        "properties after the receive"
+    );
     Ok(())
 }
 

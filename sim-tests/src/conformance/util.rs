@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use tokio::io::AsyncReadExt;
 use zferry_core::backend::{
-    ByteStream, Operation, ReceiveRequest, Received, SendFlags, SendRequest, SendSource,
-    VersionTypes, ZfsError, ZfsErrorKind,
+    ByteStream, Operation, PLACEHOLDER_PROPERTY, PropertySource, ReceiveRequest, Received,
+    SendFlags, SendRequest, SendSource, VersionTypes, ZfsError, ZfsErrorKind,
 };
 use zferry_core::name::{Component, DatasetName, VersionKind, VersionName};
 use zferry_core::version::{Guid, Version};
@@ -252,4 +252,41 @@ pub async fn send_bytes(h: &dyn Harness, request: &SendRequest) -> Result<Vec<u8
 /// A stream over bytes in memory.
 pub fn stream_of(bytes: Vec<u8>) -> ByteStream {
     Box::pin(std::io::Cursor::new(bytes))
+}
+
+/// The placeholder property and `mountpoint` of `dataset` as (value, source), for comparing
+/// with [`local_placeholder_props`].
+pub async fn placeholder_props(
+    h: &dyn Harness,
+    dataset: &DatasetName,
+) -> Result<BTreeMap<String, (String, PropertySource)>, CaseFailure> {
+    let props = h
+        .backend()
+        .get_properties(
+            &dataset.clone().into(),
+            &[PLACEHOLDER_PROPERTY, "mountpoint"],
+        )
+        .await
+        .ctx("get")?;
+    Ok(props
+        .into_iter()
+        .map(|(k, p)| (k, (p.value, p.source)))
+        .collect())
+}
+
+/// What [`placeholder_props`] returns for a dataset whose placeholder property is `placeholder`
+/// and whose `mountpoint` is `none`, both set locally.
+pub fn local_placeholder_props(placeholder: &str) -> BTreeMap<String, (String, PropertySource)> {
+    [
+        (
+            PLACEHOLDER_PROPERTY.to_owned(),
+            (placeholder.to_owned(), PropertySource::Local),
+        ),
+        (
+            "mountpoint".to_owned(),
+            ("none".to_owned(), PropertySource::Local),
+        ),
+    ]
+    .into_iter()
+    .collect()
 }
