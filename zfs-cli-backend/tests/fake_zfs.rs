@@ -18,7 +18,7 @@ use zferry_core::backend::{
 };
 use zferry_core::name::{Component, DatasetName, VersionName};
 use zferry_core::version::Guid;
-use zferry_zfs_cli::{ZfsCli, ZfsCliConfig};
+use zferry_zfs_cli::{CommandPrefix, ZfsCli, ZfsCliConfig};
 
 /// Answers the feature probes (usage texts) the way OpenZFS 2.3 does, logs every call.
 const PRELUDE: &str = r#"#!/bin/sh
@@ -33,6 +33,17 @@ if [ $# -eq 1 ]; then
   esac
 fi
 "#;
+
+/// Runs the fake through `sh SCRIPT ARGS` instead of executing the script file.
+///
+/// Executing a file that some process holds open for writing fails with ETXTBSY, and in a
+/// multi-threaded test binary a child forked by another test inherits the descriptor that wrote
+/// this test's script until it execs. `sh` only reads the script, which that cannot block. The
+/// prefix's `env LC_ALL=C` words are dropped: the fakes print fixed English text anyway.
+fn run_with_sh() -> Option<CommandPrefix> {
+    let words = ["/bin/sh", "-c", "shift 2; exec /bin/sh \"$@\"", "sh"];
+    Some(CommandPrefix::Exec(words.map(str::to_owned).to_vec()))
+}
 
 struct Fake {
     dir: PathBuf,
@@ -58,6 +69,7 @@ impl Fake {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let zfs = ZfsCli::new(ZfsCliConfig {
             zfs: script.to_string_lossy().into_owned(),
+            prefix: run_with_sh(),
             ..ZfsCliConfig::default()
         });
         Self { dir, zfs }
@@ -386,7 +398,7 @@ async fn features_come_from_usage_texts_and_a_missing_text_is_not_cached() {
     let fake_zpool = ZfsCli::new(ZfsCliConfig {
         zfs: fake.dir.join("zfs").to_string_lossy().into_owned(),
         zpool: fake.dir.join("zfs").to_string_lossy().into_owned(),
-        prefix: None,
+        prefix: run_with_sh(),
     });
     let f = fake_zpool.features("p").await.unwrap();
     assert!(f.resumable_send && f.resumable_receive && f.encryption && f.batch_destroy);
