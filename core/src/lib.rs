@@ -11,6 +11,8 @@
 
 pub mod abstraction;
 pub mod backend;
+pub mod clock;
+pub mod endpoint;
 pub mod engine;
 pub mod error_class;
 pub mod filter;

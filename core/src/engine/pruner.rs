@@ -1033,7 +1033,7 @@ async fn list_under_common_root(
 }
 
 /// Whether `zrepl:placeholder` of `filesystem` is `on` and set locally (zrepl's rule).
-async fn is_local_placeholder(
+pub(crate) async fn is_local_placeholder(
     backend: &dyn ZfsBackend,
     filesystem: &DatasetName,
 ) -> Result<bool, ZfsError> {

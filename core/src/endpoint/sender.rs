@@ -1,0 +1,17 @@
+//! The sender endpoint over a [`ZfsBackend`](crate::backend::ZfsBackend).
+
+use crate::error_class::{Classify, ErrorClass};
+
+/// Why the sender refused or failed a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SenderError {
+    /// Placeholder until the sender endpoint is written.
+    #[error("the sender endpoint is not written yet")]
+    NotWritten,
+}
+
+impl Classify for SenderError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::FILESYSTEM_PERMANENT
+    }
+}
