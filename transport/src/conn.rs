@@ -215,7 +215,13 @@ where
             return Err(self.conn.shared.closed_error());
         };
         let answer = {
-            let sending = pump(&self.conn.shared, call.id, Direction::Upload, &outbound, &mut upload);
+            let sending = pump(
+                &self.conn.shared,
+                call.id,
+                Direction::Upload,
+                &outbound,
+                &mut upload,
+            );
             tokio::pin!(sending);
             let rx = &mut call.rx;
             tokio::select! {
@@ -583,8 +589,19 @@ impl Shared {
             role,
         });
         let (r, w) = tokio::io::split(stream);
-        let reader = tokio::spawn(read_loop(r, shared.clone(), shutdown_rx.clone(), on_request));
-        let writer = tokio::spawn(write_loop(w, shared.clone(), control_rx, data_rx, shutdown_rx));
+        let reader = tokio::spawn(read_loop(
+            r,
+            shared.clone(),
+            shutdown_rx.clone(),
+            on_request,
+        ));
+        let writer = tokio::spawn(write_loop(
+            w,
+            shared.clone(),
+            control_rx,
+            data_rx,
+            shutdown_rx,
+        ));
         (shared, (reader, writer))
     }
 
@@ -709,7 +726,14 @@ impl Shared {
                 };
                 if upload {
                     let dir = Direction::Upload;
-                    self.send_control(Header::Credit { id, dir, bytes: window }, Bytes::new());
+                    self.send_control(
+                        Header::Credit {
+                            id,
+                            dir,
+                            bytes: window,
+                        },
+                        Bytes::new(),
+                    );
                 }
                 return Ok(Some(Incoming {
                     shared: self.clone(),
@@ -750,7 +774,9 @@ impl Shared {
             }
             Header::Data { id, dir } => {
                 if dir != inbound_dir {
-                    return violation(format!("{dir:?} data for request {id} in the wrong direction"));
+                    return violation(format!(
+                        "{dir:?} data for request {id} in the wrong direction"
+                    ));
                 }
                 let mut state = self.lock();
                 // Data after this side reset the stream is dropped.
@@ -758,7 +784,7 @@ impl Shared {
                     let len = payload.len() as u64;
                     if len > inbound.credit_left {
                         return violation(format!(
-                            "{len} bytes of stream {id} exceed the {} bytes of credit granted",
+                            "{len} bytes of stream {id} exceed its remaining credit of {} bytes",
                             inbound.credit_left
                         ));
                     }
@@ -768,7 +794,9 @@ impl Shared {
             }
             Header::End { id, dir } => {
                 if dir != inbound_dir {
-                    return violation(format!("{dir:?} end for request {id} in the wrong direction"));
+                    return violation(format!(
+                        "{dir:?} end for request {id} in the wrong direction"
+                    ));
                 }
                 // Dropping the sender ends the reader's stream.
                 self.lock().inbound.remove(&id);
@@ -937,7 +965,10 @@ where
         })?
 }
 
-fn spawn_handler<Svc: Service>(service: Arc<Svc>, incoming: Incoming) -> Result<(), TransportError> {
+fn spawn_handler<Svc: Service>(
+    service: Arc<Svc>,
+    incoming: Incoming,
+) -> Result<(), TransportError> {
     let request: Svc::Request = decode_body(&incoming.body)?;
     let Incoming {
         shared,
@@ -991,7 +1022,11 @@ async fn pump<S>(
 where
     S: AsyncRead + Unpin,
 {
-    let stopped = || outbound.reset_error().unwrap_or_else(|| shared.closed_error());
+    let stopped = || {
+        outbound
+            .reset_error()
+            .unwrap_or_else(|| shared.closed_error())
+    };
     let mut buf = BytesMut::new();
     let mut n_sent = 0u64;
     loop {
@@ -1187,8 +1222,12 @@ async fn write_loop<W>(
             };
             let _ = timeout(CLOSE_NOTICE_TIMEOUT, async {
                 write_frame(&mut w, &notice, CLOSE_NOTICE_TIMEOUT).await?;
-                w.flush().await.map_err(|e| TransportError::io("write", &e))?;
-                w.shutdown().await.map_err(|e| TransportError::io("write", &e))
+                w.flush()
+                    .await
+                    .map_err(|e| TransportError::io("write", &e))?;
+                w.shutdown()
+                    .await
+                    .map_err(|e| TransportError::io("write", &e))
             })
             .await;
         }

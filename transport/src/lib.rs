@@ -21,9 +21,9 @@
 
 mod conn;
 mod error;
-mod identity;
-mod tcp;
-mod tls;
+pub mod identity;
+pub mod tcp;
+pub mod tls;
 pub mod wire;
 
 pub use conn::{

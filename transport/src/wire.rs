@@ -349,7 +349,13 @@ mod tests {
                 },
                 &b"body"[..],
             ),
-            (Header::Response { id: 7, download: true }, b""),
+            (
+                Header::Response {
+                    id: 7,
+                    download: true,
+                },
+                b"",
+            ),
             (
                 Header::Data {
                     id: u64::MAX,

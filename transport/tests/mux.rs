@@ -1,10 +1,11 @@
 //! Requests and streams multiplexed over one connection, on an in-memory pipe.
+#![allow(clippy::unwrap_used)] // Test helpers may panic on broken fixtures.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Req, Resp, drain, fast_config, pair, pattern_sum, Pattern};
+use common::{Pattern, Req, Resp, drain, fast_config, pair, pattern_sum};
 use tokio::io::AsyncReadExt;
 use zferry_transport::{Side, TransportError};
 
@@ -171,7 +172,9 @@ async fn a_server_going_away_fails_the_stream_in_flight() {
     let service = std::sync::Arc::new(common::TestService::default());
     let server = tokio::spawn(zferry_transport::serve(b, service, fast_config()));
     let client: zferry_transport::Client<Req, Resp> =
-        zferry_transport::Client::connect(a, fast_config()).await.unwrap();
+        zferry_transport::Client::connect(a, fast_config())
+            .await
+            .unwrap();
     let (_, reader) = client
         .call_download(&Req::Download {
             len: 1 << 30,
@@ -189,7 +192,9 @@ async fn a_server_going_away_fails_the_stream_in_flight() {
     assert!(client.closed().is_some(), "{err}");
 }
 
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     let handles: Vec<_> = futures.map(Box::pin).collect();
     let mut out = Vec::new();
     for h in handles {

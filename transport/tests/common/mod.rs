@@ -1,5 +1,6 @@
 //! A test service and helpers shared by the transport's integration tests.
-#![allow(dead_code, unreachable_pub)]
+// Test helpers: a failure here is a test failure, so unwrap is the clearest report.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::io;
 use std::pin::Pin;
@@ -18,7 +19,10 @@ pub enum Req {
     /// Answers after this many milliseconds.
     Sleep(u64),
     /// Answers with a stream of `len` pattern bytes that fails after `fail_at` bytes.
-    Download { len: u64, fail_at: Option<u64> },
+    Download {
+        len: u64,
+        fail_at: Option<u64>,
+    },
     /// Reads the upload to the end and answers with its length and checksum.
     Upload,
     /// Reads `n` bytes of the upload and answers (dropping the rest).
