@@ -59,6 +59,13 @@ pub const WRITE_BUFFER_BYTES: usize = 64 << 10;
 /// The reader's initial buffer; it grows to the frame being read, at most `FRAME_LEN_MAX`.
 pub const READ_BUFFER_BYTES: usize = 256 << 10;
 
+/// Chunk buffers kept for reuse per connection: a sent chunk's buffer goes back to the pumps,
+/// so a long stream does not allocate (and fault in fresh pages) for every chunk.
+pub const CHUNK_POOL_LEN_MAX: usize = DATA_QUEUE_FRAMES + 4;
+
+/// The room the reader wants before reading a frame: a whole data frame with its header.
+const READ_ROOM_BYTES: usize = DATA_CHUNK_MAX_BYTES + crate::wire::HEADER_LEN_MAX_BYTES;
+
 /// How long the writer tries to tell the peer why it closes, before giving up.
 pub const CLOSE_NOTICE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -253,6 +260,9 @@ where
         let (body, download) = Call::flatten((&mut call.rx).await)?;
         let response = decode_body(&body)?;
         if !download {
+            // No stream follows: forget its place quietly (no reset to send).
+            self.conn.shared.lock().inbound.remove(&call.id);
+            call.inbound = None;
             return Ok((response, None));
         }
         let reader = call.take_reader(self.conn.clone(), permit);
@@ -399,7 +409,13 @@ impl AsyncRead for ByteReader {
         loop {
             if !this.current.is_empty() {
                 let n = this.current.len().min(buf.remaining());
-                buf.put_slice(&this.current.split_to(n));
+                if n == this.current.len() {
+                    let chunk = std::mem::take(&mut this.current);
+                    buf.put_slice(&chunk);
+                    this.shared.recycle_read(chunk);
+                } else {
+                    buf.put_slice(&this.current.split_to(n));
+                }
                 this.consumed(n);
                 return Poll::Ready(Ok(()));
             }
@@ -419,6 +435,43 @@ impl AsyncRead for ByteReader {
 }
 
 impl ByteReader {
+    /// The next chunk of the stream as it arrived, without copying; `None` at its end.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, TransportError>> {
+        if self.current.is_empty() && !self.finished {
+            match self.rx.recv().await {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => {
+                    self.finished = true;
+                    return Some(Err(e));
+                }
+                None => self.finished = true,
+            }
+        }
+        if self.current.is_empty() {
+            return None;
+        }
+        let chunk = std::mem::take(&mut self.current);
+        self.consumed(chunk.len());
+        Some(Ok(chunk))
+    }
+
+    /// Writes the rest of the stream into `w` (e.g. `zfs receive`'s stdin) without an
+    /// intermediate buffer; returns the bytes written. A broken stream is an error that
+    /// carries a [`TransportError`].
+    pub async fn copy_to<W>(&mut self, w: &mut W) -> io::Result<u64>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let mut n_total = 0u64;
+        while let Some(chunk) = self.next_chunk().await {
+            let chunk = chunk.map_err(TransportError::into_io)?;
+            w.write_all(&chunk).await?;
+            n_total += chunk.len() as u64;
+            self.shared.recycle_read(chunk);
+        }
+        Ok(n_total)
+    }
+
     fn consumed(&mut self, n: usize) {
         self.consumed_ungranted += n as u64;
         let threshold = u64::from(self.shared.config.window_bytes() / 4);
@@ -533,6 +586,8 @@ struct Shared {
     data_tx: mpsc::Sender<Outgoing>,
     shutdown_tx: watch::Sender<bool>,
     call_slots: Arc<Semaphore>,
+    chunk_pool: Mutex<Vec<BytesMut>>,
+    read_pool: Mutex<Vec<BytesMut>>,
     config: Config,
     role: Role,
 }
@@ -585,6 +640,8 @@ impl Shared {
             data_tx,
             shutdown_tx,
             call_slots: Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
+            chunk_pool: Mutex::new(Vec::new()),
+            read_pool: Mutex::new(Vec::new()),
             config,
             role,
         });
@@ -611,6 +668,57 @@ impl Shared {
 
     fn closed(&self) -> Option<TransportError> {
         self.lock().closed.clone()
+    }
+
+    fn chunk_buffer(&self) -> BytesMut {
+        let pooled = self
+            .chunk_pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        pooled.unwrap_or_else(|| BytesMut::with_capacity(DATA_CHUNK_MAX_BYTES))
+    }
+
+    /// A buffer with room for a whole data frame, from chunks the application consumed.
+    fn read_buffer(&self) -> Option<BytesMut> {
+        let mut buf = self
+            .read_pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()?;
+        buf.clear();
+        // Reclaims the space before the chunk's old position; allocates only if too small.
+        buf.reserve(READ_ROOM_BYTES);
+        Some(buf)
+    }
+
+    /// Takes back a consumed chunk's buffer if nothing else holds it.
+    fn recycle_read(&self, chunk: Bytes) {
+        if let Ok(buf) = chunk.try_into_mut() {
+            let mut pool = self
+                .read_pool
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if pool.len() < CHUNK_POOL_LEN_MAX {
+                pool.push(buf);
+            }
+        }
+    }
+
+    /// Takes back a sent chunk's buffer if nothing else holds it.
+    fn recycle(&self, payload: Bytes) {
+        if let Ok(mut buf) = payload.try_into_mut() {
+            buf.clear();
+            if buf.capacity() >= DATA_CHUNK_MAX_BYTES {
+                let mut pool = self
+                    .chunk_pool
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if pool.len() < CHUNK_POOL_LEN_MAX {
+                    pool.push(buf);
+                }
+            }
+        }
     }
 
     fn closed_error(&self) -> TransportError {
@@ -1027,10 +1135,9 @@ where
             .reset_error()
             .unwrap_or_else(|| shared.closed_error())
     };
-    let mut buf = BytesMut::new();
     let mut n_sent = 0u64;
     loop {
-        buf.reserve(DATA_CHUNK_MAX_BYTES);
+        let mut buf = shared.chunk_buffer();
         let read = {
             let mut limited = (&mut buf).limit(DATA_CHUNK_MAX_BYTES);
             source.read_buf(&mut limited).await
@@ -1069,7 +1176,7 @@ where
                 .forget();
             Header::Data { id, dir }
         };
-        let payload = buf.split().freeze();
+        let payload = buf.freeze();
         shared
             .data_tx
             .send(Outgoing { header, payload })
@@ -1151,6 +1258,14 @@ async fn read_loop<R, F>(
         if let Err(e) = dispatched {
             break Err(e);
         }
+        // Read the next frame into a recycled buffer rather than a fresh allocation.
+        let buffer = frames.read_buffer_mut();
+        if buffer.capacity() - buffer.len() < READ_ROOM_BYTES
+            && let Some(mut recycled) = shared.read_buffer()
+        {
+            recycled.extend_from_slice(buffer);
+            *buffer = recycled;
+        }
     };
     if let Err(e) = result {
         shared.close(e);
@@ -1200,6 +1315,9 @@ async fn write_loop<W>(
                 },
             };
             write_frame(&mut w, &out, config.peer_timeout).await?;
+            if let Header::Data { .. } = out.header {
+                shared.recycle(out.payload);
+            }
             if control_rx.is_empty() && data_rx.is_empty() {
                 with_deadline("write", config.peer_timeout, w.flush()).await?;
             }
@@ -1239,10 +1357,32 @@ where
     W: AsyncWrite + Unpin,
 {
     let head = encode_head(&out.header, out.payload.len());
-    with_deadline("write", deadline, w.write_all(&head)).await?;
+    let mut chunks = out.payload.chunks(DATA_CHUNK_MAX_BYTES);
+    // The head goes out with the first chunk in one write where the stream supports it, so
+    // that the peer does not read a lone header.
+    let first = chunks.next().unwrap_or_default();
+    with_deadline("write", deadline, write_all_pair(w, &head, first)).await?;
     // One deadline per chunk: a large message on a slow link is fine as long as it moves.
-    for chunk in out.payload.chunks(DATA_CHUNK_MAX_BYTES) {
+    for chunk in chunks {
         with_deadline("write", deadline, w.write_all(chunk)).await?;
+    }
+    Ok(())
+}
+
+/// Writes `a` then `b`, vectored.
+async fn write_all_pair<W>(w: &mut W, mut a: &[u8], mut b: &[u8]) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+{
+    while !a.is_empty() || !b.is_empty() {
+        let slices = [io::IoSlice::new(a), io::IoSlice::new(b)];
+        let n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        b = &b[n - from_a..];
     }
     Ok(())
 }

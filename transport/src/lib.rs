@@ -27,8 +27,8 @@ pub mod tls;
 pub mod wire;
 
 pub use conn::{
-    ByteReader, CLOSE_NOTICE_TIMEOUT, CREDIT_OUTSTANDING_MAX_BYTES, Client, Config,
-    DATA_QUEUE_FRAMES, READ_BUFFER_BYTES, REQUESTS_IN_FLIGHT_MAX, Reply, Service,
+    ByteReader, CHUNK_POOL_LEN_MAX, CLOSE_NOTICE_TIMEOUT, CREDIT_OUTSTANDING_MAX_BYTES, Client,
+    Config, DATA_QUEUE_FRAMES, READ_BUFFER_BYTES, REQUESTS_IN_FLIGHT_MAX, Reply, Service,
     WRITE_BUFFER_BYTES, serve,
 };
 pub use error::{Side, TransportError};

@@ -202,3 +202,40 @@ async fn futures_join_all<F: std::future::Future>(
     }
     out
 }
+
+#[tokio::test(start_paused = true)]
+async fn copy_to_passes_chunks_on_and_reports_a_broken_stream() {
+    let (client, _server, _) = pair(fast_config()).await;
+    let len = 3_000_000;
+    let (_, reader) = client
+        .call_download(&Req::Download { len, fail_at: None })
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let n = reader.unwrap().copy_to(&mut got).await.unwrap();
+    assert_eq!(n, len);
+    assert_eq!(
+        drain(&mut &got[..], u64::MAX).await.unwrap(),
+        (len, pattern_sum(len))
+    );
+
+    let (_, reader) = client
+        .call_download(&Req::Download {
+            len,
+            fail_at: Some(1_000_000),
+        })
+        .await
+        .unwrap();
+    let err = reader
+        .unwrap()
+        .copy_to(&mut tokio::io::sink())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            TransportError::from_io(&err),
+            Some(TransportError::StreamReset { by: Side::Peer, .. })
+        ),
+        "{err}"
+    );
+}

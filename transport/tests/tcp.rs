@@ -54,13 +54,19 @@ async fn an_unmapped_client_is_refused() {
     let stream = connect(&addr, Duration::from_secs(5)).await.unwrap();
     let refused = accepting.await.unwrap().unwrap_err();
     assert!(matches!(refused, AcceptError::Refused(_)), "{refused}");
-    assert!(refused.to_string().contains("127.0.0.1 refused"), "{refused}");
+    assert!(
+        refused.to_string().contains("127.0.0.1 refused"),
+        "{refused}"
+    );
     // The client sees the connection close during the handshake.
     let err = Client::<Req, Resp>::connect(stream, fast_config())
         .await
         .unwrap_err();
     assert!(
-        matches!(err, TransportError::ConnectionClosed | TransportError::Io { .. }),
+        matches!(
+            err,
+            TransportError::ConnectionClosed | TransportError::Io { .. }
+        ),
         "{err}"
     );
 }
@@ -71,5 +77,8 @@ async fn dialing_a_closed_port_fails_with_the_address() {
     let addr = listener.local_addr().unwrap().to_string();
     drop(listener);
     let err = connect(&addr, Duration::from_secs(5)).await.unwrap_err();
-    assert!(matches!(err, TransportError::Io { op: "dial", .. }), "{err}");
+    assert!(
+        matches!(err, TransportError::Io { op: "dial", .. }),
+        "{err}"
+    );
 }

@@ -22,7 +22,11 @@ fn sim() -> turmoil::Sim<'static> {
         let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
         loop {
             let (stream, _) = listener.accept().await?;
-            tokio::spawn(serve(stream, Arc::new(TestService::default()), fast_config()));
+            tokio::spawn(serve(
+                stream,
+                Arc::new(TestService::default()),
+                fast_config(),
+            ));
         }
     });
     sim
