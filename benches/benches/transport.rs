@@ -7,8 +7,12 @@
 //! - `echo_*`: the latency of a small request on an idle connection and while a large stream
 //!   runs on the same connection.
 //!
+//! - `paired`: plain and transport copies alternated round by round, printed as medians and
+//!   ratios (robust against the load of a shared machine changing between benchmarks).
+//!
 //! Run with `cargo bench -p zferry-benches --bench transport`; for a quick run set
-//! `ZFERRY_BENCH_TRANSPORT_BYTES=268435456` (256 MiB).
+//! `ZFERRY_BENCH_TRANSPORT_BYTES=268435456` (256 MiB) and `ZFERRY_BENCH_TRANSPORT_ROUNDS=3`;
+//! `ZFERRY_BENCH_TRANSPORT_PAIRED=0` skips the paired comparison.
 #![allow(clippy::unwrap_used)] // A benchmark that cannot set up should stop loudly.
 
 use std::pin::Pin;
@@ -34,6 +38,9 @@ const COPY_BUFFER_BYTES: usize = 256 << 10;
 
 /// Samples per throughput benchmark (criterion's minimum).
 const THROUGHPUT_SAMPLES: usize = 10;
+
+/// Rounds of the paired comparison (`ZFERRY_BENCH_TRANSPORT_ROUNDS`).
+const PAIRED_ROUNDS_DEFAULT: usize = 7;
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Req {
@@ -285,7 +292,7 @@ fn latency(c: &mut Criterion) {
             discard(reader.unwrap()).await
         })
     };
-    rt.block_on(tokio::time::sleep(Duration::from_millis(200)));
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
     group.bench_function("echo_during_stream", |b| {
         b.iter(|| rt.block_on(client.call(&Req::Echo(1))).unwrap());
     });
@@ -293,5 +300,55 @@ fn latency(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, throughput, latency);
+/// Criterion measures each benchmark on its own, minutes apart; on a shared machine the load
+/// changes in between. This alternates plain copy and transport copy round by round and
+/// reports the median of each and their ratio, which the load affects far less.
+fn paired(_c: &mut Criterion) {
+    if std::env::var("ZFERRY_BENCH_TRANSPORT_PAIRED").as_deref() == Ok("0") {
+        return;
+    }
+    let rounds: usize = std::env::var("ZFERRY_BENCH_TRANSPORT_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(PAIRED_ROUNDS_DEFAULT);
+    let rt = runtime();
+    let len = stream_bytes();
+    let tls = tls();
+    let tcp_client = rt.block_on(transport_client(None));
+    let tls_client = rt.block_on(transport_client(Some(&tls)));
+    let mib_per_s = |elapsed: Duration| len as f64 / (1 << 20) as f64 / elapsed.as_secs_f64();
+    let mut samples: [Vec<f64>; 4] = Default::default();
+    for _ in 0..rounds {
+        rt.block_on(async {
+            let timed = tokio::time::Instant::now();
+            plain_tcp_copy(len).await;
+            samples[0].push(mib_per_s(timed.elapsed()));
+            let timed = tokio::time::Instant::now();
+            transport_copy(&tcp_client, len).await;
+            samples[1].push(mib_per_s(timed.elapsed()));
+            let timed = tokio::time::Instant::now();
+            plain_tls_copy(&tls, len).await;
+            samples[2].push(mib_per_s(timed.elapsed()));
+            let timed = tokio::time::Instant::now();
+            transport_copy(&tls_client, len).await;
+            samples[3].push(mib_per_s(timed.elapsed()));
+        });
+    }
+    let [plain_tcp, transport_tcp, plain_tls, transport_tls] = samples.map(median);
+    println!(
+        "paired, {rounds} rounds of {len} bytes (median MiB/s): plain TCP {plain_tcp:.0}, \
+         transport TCP {transport_tcp:.0} ({:.0} % of plain TCP); plain TLS {plain_tls:.0}, \
+         transport TLS {transport_tls:.0} ({:.0} % of plain TLS, {:.0} % of plain TCP)",
+        100.0 * transport_tcp / plain_tcp,
+        100.0 * transport_tls / plain_tls,
+        100.0 * transport_tls / plain_tcp,
+    );
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+criterion_group!(benches, throughput, latency, paired);
 criterion_main!(benches);
