@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -256,6 +256,8 @@ fn throughput(c: &mut Criterion) {
     let tls = tls();
     let mut group = c.benchmark_group("transport");
     group.sample_size(THROUGHPUT_SAMPLES);
+    // One copy per sample: a 2 GiB copy is long enough to time on its own.
+    group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Bytes(len));
     group.warm_up_time(Duration::from_millis(100));
 

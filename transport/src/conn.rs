@@ -26,7 +26,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
@@ -1142,8 +1142,20 @@ where
             let mut limited = (&mut buf).limit(DATA_CHUNK_MAX_BYTES);
             source.read_buf(&mut limited).await
         };
+        // Fill the chunk with whatever else is ready now (a pipe hands out 64 KiB at a
+        // time): fewer, larger frames. The end or an error shows again on the next read.
+        if let Ok(1..) = read {
+            while buf.len() < DATA_CHUNK_MAX_BYTES {
+                let room = DATA_CHUNK_MAX_BYTES - buf.len();
+                let mut limited = (&mut buf).limit(room);
+                match source.read_buf(&mut limited).now_or_never() {
+                    Some(Ok(1..)) => {}
+                    _ => break,
+                }
+            }
+        }
         let n = match read {
-            Ok(n) => n,
+            Ok(_) => buf.len(),
             Err(e) => {
                 let reason = bounded_reason(&format!("the stream's source failed: {e}"));
                 outbound.reset(TransportError::StreamReset {
