@@ -226,6 +226,19 @@ pub enum EndpointError {
     },
 }
 
+impl EndpointError {
+    /// Whether the error says that the receiver's resume token cannot be used (the sender
+    /// refused it, or ZFS did): the driver then discards the partial receive and plans the
+    /// filesystem afresh instead of failing it run after run.
+    pub fn is_resume_token_unusable(&self) -> bool {
+        match self {
+            Self::Zfs(e) => e.kind == ZfsErrorKind::ResumeTokenInvalid,
+            Self::Sender(e) => e.is_resume_token_refusal(),
+            _ => false,
+        }
+    }
+}
+
 impl Classify for ZfsError {
     /// A broken stream is a connectivity problem (zrepl reports the network error instead of
     /// `zfs recv`'s "failed to read from stream"), an interrupted receive too: both heal by

@@ -10,6 +10,13 @@ pub enum SenderError {
     NotWritten,
 }
 
+impl SenderError {
+    /// Whether the sender refused the request's resume token.
+    pub fn is_resume_token_refusal(&self) -> bool {
+        false
+    }
+}
+
 impl Classify for SenderError {
     fn class(&self) -> ErrorClass {
         ErrorClass::FILESYSTEM_PERMANENT
