@@ -7,3 +7,4 @@
 //! The same code runs over real ZFS and over the simulated ZFS.
 
 pub mod pruner;
+pub mod snapper;
