@@ -8,3 +8,4 @@
 
 pub mod pruner;
 pub mod replication;
+pub mod snapper;
