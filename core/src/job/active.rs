@@ -44,6 +44,7 @@ use crate::endpoint::{EndpointError, PruneCursors, PruneReq, Receiver, Sender};
 use crate::engine::pruner::PruneReport;
 use crate::engine::replication::report::{ReplicationReport, ReportHandle};
 use crate::engine::replication::{DriverConfig, Replication, RunOutcome};
+use crate::engine::snapper::{RoundDone, SnapshotterReport};
 use crate::job_id::JobId;
 use crate::prune::KeepRules;
 use crate::watchdog::{
@@ -75,7 +76,7 @@ pub enum PruneMode {
 #[derive(Debug)]
 pub enum Trigger {
     /// Push: each message is a finished snapshotter round.
-    Snapshots(tokio::sync::mpsc::Receiver<()>),
+    Snapshots(tokio::sync::mpsc::Receiver<RoundDone>),
     /// Pull: a fixed interval.
     Interval(Duration),
     /// Only wakeups.
@@ -157,6 +158,11 @@ impl JobSignals {
         self.shutdown.send_replace(true);
     }
 
+    /// A receiver of the shutdown flag, for the job's other tasks (its snapshotter).
+    pub fn subscribe_shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
     fn is_shutdown(&self) -> bool {
         *self.shutdown.borrow()
     }
@@ -221,6 +227,8 @@ pub struct ActiveJob {
     signals: JobSignals,
     replication_report: ReportHandle,
     invocations: Arc<Mutex<Vec<InvocationReport>>>,
+    /// The local snapshotter's report (push), for the watchdog's "new snapshots" rule.
+    snapshotter: Option<watch::Receiver<SnapshotterReport>>,
 }
 
 impl ActiveJob {
@@ -233,7 +241,19 @@ impl ActiveJob {
             signals: JobSignals::default(),
             replication_report: ReportHandle::default(),
             invocations: Arc::new(Mutex::new(Vec::new())),
+            snapshotter: None,
         }
+    }
+
+    /// Lets the watchdog see the local snapshotter's rounds (push jobs): a phase in an error
+    /// state is cancelled when a new round finished meanwhile (see [`crate::watchdog`]).
+    pub fn with_snapshotter(mut self, report: watch::Receiver<SnapshotterReport>) -> Self {
+        self.snapshotter = Some(report);
+        self
+    }
+
+    fn rounds_done(&self) -> u64 {
+        self.snapshotter.as_ref().map_or(0, |r| r.borrow().n_rounds)
     }
 
     /// The job's signals.
@@ -477,6 +497,7 @@ impl ActiveJob {
             WatchTime::from_duration(now.saturating_duration_since(start))
         };
         let mut tracker = Progress::new(WatchTime::EPOCH);
+        let rounds_at_start = self.rounds_done();
         let (mut last_mark, mut last_state) = progress();
         let mut ticker =
             tokio::time::interval(self.config.watchdog_interval.max(Duration::from_millis(1)));
@@ -500,7 +521,11 @@ impl ActiveJob {
                         last_progress: tracker.last(),
                         now,
                         timeout: self.config.watchdog_timeout,
-                        new_snapshots: NewSnapshots::NotArrived,
+                        new_snapshots: if self.rounds_done() > rounds_at_start {
+                            NewSnapshots::Arrived
+                        } else {
+                            NewSnapshots::NotArrived
+                        },
                     };
                     if let Verdict::Cancel { reason } = verdict(&input) {
                         return Err(reason.to_string());
@@ -574,7 +599,7 @@ async fn wait_for_plan(report: &ReportHandle) -> bool {
 async fn next_trigger(trigger: &mut Trigger, next_tick: Option<tokio::time::Instant>) -> bool {
     match trigger {
         Trigger::Snapshots(rounds) => match rounds.recv().await {
-            Some(()) => true,
+            Some(_round) => true,
             // The snapshotter is gone: only wakeups remain.
             None => std::future::pending().await,
         },

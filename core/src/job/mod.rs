@@ -4,3 +4,4 @@
 
 pub mod active;
 pub mod local;
+pub mod push;
