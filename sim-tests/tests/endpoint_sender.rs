@@ -19,7 +19,8 @@ use zferry_core::backend::{
     ByteStream, Operation, PlaceholderEncryption, ReceiveRequest, ZfsBackend, ZfsErrorKind,
 };
 use zferry_core::endpoint::sender::{
-    SendOptions, SenderConfig, SenderEndpoint, SenderError, TokenRefusal, is_resume_token_refusal,
+    SendOptions, SenderConfig, SenderEndpoint, SenderError, SenderNote, TokenRefusal,
+    is_resume_token_refusal,
 };
 use zferry_core::endpoint::{
     Endpoint, EndpointError, Guarantee, Protection, PruneCursors, PruneReq, SendReq, Sender,
@@ -1307,4 +1308,155 @@ async fn prune_uses_the_jobs_cursors_and_backs_off_across_calls() {
         SenderError::PruneCursorsGiven
     );
     world.check("tank/x", "@s1", "outside the filter").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failures that do not fail the step, and one that does
+
+#[tokio::test]
+async fn a_cleanup_that_fails_is_noted_and_done_by_the_next_step() {
+    let world = World::new();
+    world.filesystem("tank/a", false, &["s1", "s2", "s3"]);
+    world.hold("zrepl_STEP_J_push", "tank/a@s1");
+    let sender = world.plain_endpoint();
+    world.sim.inject(Fault::Fail {
+        operation: Operation::ListHolds,
+        n_calls: 1,
+        kind: ZfsErrorKind::Other {
+            detail: "injected".to_owned(),
+        },
+    });
+    let first = world.request(Some("tank/a@s1"), "tank/a@s2", Resumability);
+    let (_, stream) = sender.send(&first).await.unwrap();
+    drop(stream);
+    let notes: Vec<String> = sender
+        .take_notes()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("`tank/a`: cannot list this job's holds and bookmarks to clean up"),
+        "{}",
+        notes[0]
+    );
+
+    // The next attempt (another `to`) releases what the first left: its hold on @s2 and the
+    // stale one on @s1 are not this step's.
+    world.sim.inject(Fault::Fail {
+        operation: Operation::Release,
+        n_calls: 1,
+        kind: ZfsErrorKind::Busy,
+    });
+    let second = world.request(Some("tank/a@s2"), "tank/a@s3", Resumability);
+    let (_, stream) = sender.send(&second).await.unwrap();
+    drop(stream);
+    let notes: Vec<String> = sender
+        .take_notes()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            "`tank/a`: cannot clean up step hold `zrepl_STEP_J_push` on 1 snapshot(s): zfs \
+          release `tank/a@s1`: is busy (held or in use) (zfs said: injected fault: is \
+          busy (held or in use)); the next step tries again"
+        ]
+    );
+    world
+        .check(
+            "tank/a",
+            "@s1 zrepl_STEP_J_push\n@s2 zrepl_STEP_J_push\n@s3 zrepl_STEP_J_push",
+            "after the failed release",
+        )
+        .await;
+    replicate(
+        &world,
+        &sender,
+        &world.request(None, "tank/a@s2", Resumability),
+    )
+    .await;
+    world
+        .check(
+            "tank/a",
+            "@s1\n@s2 zrepl_STEP_J_push\n@s3",
+            "a later step cleaned up",
+        )
+        .await;
+    assert_eq!(sender.take_notes(), Vec::new());
+}
+
+/// zrepl: under `guarantee_incremental`, a bookmark `from` that this ZFS cannot copy is logged
+/// and the step goes on.
+#[tokio::test]
+async fn a_bookmark_from_that_cannot_be_copied_is_noted() {
+    let world = World::new();
+    world.filesystem("tank/a", false, &["s1", "s2"]);
+    world
+        .sim
+        .setup()
+        .bookmark(&vn("tank/a@s1"), &vn("tank/a#b1"))
+        .unwrap();
+    let sender = world.plain_endpoint();
+    world.sim.inject(Fault::Fail {
+        operation: Operation::Bookmark,
+        n_calls: 1,
+        kind: ZfsErrorKind::NotSupported {
+            feature: "bookmark copying".to_owned(),
+        },
+    });
+    let request = world.request(Some("tank/a#b1"), "tank/a@s2", Incremental);
+    let (_, _stream) = sender.send(&request).await.unwrap();
+    world
+        .check(
+            "tank/a",
+            "#b1\n@s1\n#zrepl_CURSORTENTATIVE__G_<s2>_J_push\n@s2",
+            "only `to` has a tentative cursor",
+        )
+        .await;
+    let notes = sender.take_notes();
+    assert!(
+        matches!(notes.as_slice(), [SenderNote::FromNotBookmarked { from, .. }] if from == &vn("tank/a#b1")),
+        "{notes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_that_cannot_be_made_keeps_the_step_protected() {
+    let world = World::new();
+    world.filesystem("tank/a", false, &["s1"]);
+    let sender = world.plain_endpoint();
+    let full = world.request(None, "tank/a@s1", Resumability);
+    replicate(&world, &sender, &full).await;
+    world.sim.inject(Fault::Fail {
+        operation: Operation::Bookmark,
+        n_calls: 1,
+        kind: ZfsErrorKind::NoSpace,
+    });
+    let error = sender_error(sender.send_completed(&full).await);
+    assert!(
+        error.to_string().starts_with(
+            "cannot move the replication cursor of `tank/a` to \
+             `tank/a#zrepl_CURSOR_G_"
+        ),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .ends_with("the step's holds and tentative cursors stay until it succeeds"),
+        "{error}"
+    );
+    world
+        .check("tank/a", "@s1 zrepl_STEP_J_push", "the hold stays")
+        .await;
+    sender.send_completed(&full).await.unwrap();
+    world
+        .check(
+            "tank/a",
+            "#zrepl_CURSOR_G_<s1>_J_push\n@s1",
+            "after the retry",
+        )
+        .await;
 }

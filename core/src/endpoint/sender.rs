@@ -198,6 +198,14 @@ pub enum SenderNote {
         /// What ZFS said.
         source: ZfsError,
     },
+    /// This job's holds and bookmarks on a filesystem could not be listed, so nothing was cleaned
+    /// up; the next step of this job on this filesystem tries again.
+    CleanupNotPlanned {
+        /// The filesystem.
+        filesystem: DatasetName,
+        /// Why.
+        source: FindError,
+    },
     /// Releasing a stale step hold or destroying a stale bookmark failed; the next step of this
     /// job on this filesystem tries again.
     CleanupFailed {
@@ -218,6 +226,11 @@ impl fmt::Display for SenderNote {
                 "`{from}` is not protected by a tentative cursor because this ZFS cannot copy \
                  bookmarks ({source}); the step goes on, but destroying `{from}` during it \
                  would stop incremental replication"
+            ),
+            Self::CleanupNotPlanned { filesystem, source } => write!(
+                f,
+                "`{filesystem}`: cannot list this job's holds and bookmarks to clean up: \
+                 {source}; the next step tries again"
             ),
             Self::CleanupFailed {
                 filesystem,
@@ -687,8 +700,11 @@ impl SenderEndpoint {
         Ok(())
     }
 
-    /// Lists the filesystem again, finds this job's abstractions, plans what `plan` says and
-    /// issues it, each release and destroy checked against `keep` right before.
+    /// Finds this job's abstractions of `kinds` among `versions` (listed after the step's
+    /// protection was made), and releases or destroys those `keep` does not keep, each command
+    /// checked by [`guard`] right before it is issued. Only a violated guard fails the request:
+    /// a cleanup that cannot be planned or whose commands fail is noted and left to the next
+    /// step, as zrepl's `TryBatchDestroy` does.
     async fn clean_up(
         &self,
         fs: &DatasetName,
@@ -696,18 +712,23 @@ impl SenderEndpoint {
         kinds: &[AbstractionKind],
         keep: &Keep,
     ) -> Result<(), SenderError> {
-        let found = find(self.backend.as_ref(), fs, versions).await?;
-        let cleanup = plan_cleanup(&found, &self.config.job, kinds, keep);
-        // Second check of the whole batch before the first command: a violation stops
-        // everything, not only the offending item.
-        for item in cleanup.items() {
-            guard(fs, &self.config.job, kinds, keep, &item)?;
-        }
-        if !cleanup.release.is_empty() {
-            let tag = Abstraction::StepHold {
-                job: self.config.job.clone(),
+        let job = &self.config.job;
+        let found = match find(self.backend.as_ref(), fs, versions).await {
+            Ok(found) => found,
+            Err(source) => {
+                self.note(SenderNote::CleanupNotPlanned {
+                    filesystem: fs.clone(),
+                    source,
+                });
+                return Ok(());
             }
-            .to_string();
+        };
+        let cleanup = plan_cleanup(&found, job, kinds, keep);
+        if !cleanup.release.is_empty() {
+            for snapshot in &cleanup.release {
+                guard(fs, job, kinds, keep, &CleanupItem::Release { snapshot })?;
+            }
+            let tag = step_tag(job);
             if let Err(source) = self.backend.release(&tag, &cleanup.release).await {
                 self.note(SenderNote::CleanupFailed {
                     filesystem: fs.clone(),
@@ -716,7 +737,13 @@ impl SenderEndpoint {
                 });
             }
         }
-        for (bookmark, _) in &cleanup.destroy {
+        for (bookmark, (abstraction, createtxg)) in &cleanup.destroy {
+            let item = CleanupItem::Destroy {
+                bookmark,
+                abstraction,
+                createtxg: *createtxg,
+            };
+            guard(fs, job, kinds, keep, &item)?;
             match self.backend.destroy_bookmark(bookmark).await {
                 Ok(()) => {}
                 Err(e) if e.kind == ZfsErrorKind::DoesNotExist => {}
@@ -728,6 +755,25 @@ impl SenderEndpoint {
             }
         }
         Ok(())
+    }
+
+    /// Lists `fs` again and cleans up as [`Self::clean_up`] does; a failed listing is noted.
+    async fn relist_and_clean_up(
+        &self,
+        fs: &DatasetName,
+        kinds: &[AbstractionKind],
+        keep: &Keep,
+    ) -> Result<(), SenderError> {
+        match self.versions_of(fs).await {
+            Ok(versions) => self.clean_up(fs, &versions, kinds, keep).await,
+            Err(source) => {
+                self.note(SenderNote::CleanupNotPlanned {
+                    filesystem: fs.clone(),
+                    source: FindError::Zfs(source),
+                });
+                Ok(())
+            }
+        }
     }
 
     /// The full name of a bookmark abstraction in `fs` (checked against ZFS's length limit).
@@ -952,13 +998,10 @@ impl Sender for SenderEndpoint {
         self.protect(fs, guarantee, &protection).await?;
 
         // Stale cleanup of earlier steps, from a listing made after the protection.
-        let versions = self.versions_of(fs).await?;
-        let keep = Keep::pre_send(&protection);
-        self.clean_up(
+        self.relist_and_clean_up(
             fs,
-            &versions,
             &[AbstractionKind::StepHold, AbstractionKind::TentativeCursor],
-            &keep,
+            &Keep::pre_send(&protection),
         )
         .await?;
 
@@ -1019,8 +1062,7 @@ impl Sender for SenderEndpoint {
             }
             Guarantee::GuaranteeNothing => {
                 // zrepl's behaviour (#682): no cursor, and none of the job's abstractions stay.
-                let versions = self.versions_of(fs).await?;
-                self.clean_up(fs, &versions, &kinds, &Keep::post_confirm(None))
+                self.relist_and_clean_up(fs, &kinds, &Keep::post_confirm(None))
                     .await?;
             }
         }
@@ -1204,6 +1246,7 @@ enum CleanupItem<'a> {
 }
 
 impl Cleanup {
+    #[cfg(test)]
     fn items(&self) -> impl Iterator<Item = CleanupItem<'_>> {
         self.release
             .iter()
