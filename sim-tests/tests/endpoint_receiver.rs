@@ -1052,3 +1052,214 @@ async fn prune_maps_paths_cursors_and_protected_snapshots() {
         format!("s2[] s4[] s6[{}]", tag(JOB))
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// More placeholder cases
+
+/// ZFS refuses `recv -F` over an encrypted dataset: a placeholder that inherited encryption
+/// cannot be replaced. The error says what to do, and the placeholder stays as it was.
+#[tokio::test(start_paused = true)]
+async fn an_encrypted_placeholder_is_not_replaced_and_says_what_to_do() {
+    let sim = world();
+    let encrypted = DatasetOptions {
+        encrypted: true,
+        ..DatasetOptions::default()
+    };
+    sim.setup()
+        .create_dataset_with(&ds("backup/enc"), &encrypted)
+        .unwrap();
+    sender_fs(&sim, "src/a", &["s1"], 1);
+    sender_fs(&sim, "src/a/b", &["s1"], 1);
+    let mut cfg = config(Some("host1"), PlaceholderEncryptionConfig::Inherit);
+    cfg.root_fs = ds("backup/enc");
+    let ep = endpoint(&sim, cfg);
+    receive_full(&sim, &ep, "src/a/b@s1").await.unwrap();
+    let err = receiver_error(receive_full(&sim, &ep, "src/a@s1").await.unwrap_err());
+    assert!(
+        matches!(err, ReceiverError::EncryptedPlaceholder { .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("move its children aside"),
+        "the error says what to do: {message}"
+    );
+    assert_eq!(
+        props(&sim, "backup/enc/host1/src/a", &["zrepl:placeholder"]).await,
+        "zrepl:placeholder=on(local)"
+    );
+    assert_eq!(
+        snapshots_with_holds(&sim, "backup/enc/host1/src/a").await,
+        ""
+    );
+}
+
+/// An incremental stream never replaces a placeholder: its snapshots stay, the property stays.
+#[tokio::test(start_paused = true)]
+async fn an_incremental_stream_into_a_placeholder_destroys_nothing() {
+    let sim = world();
+    sender_fs(&sim, "src/a", &["s1", "s2"], 1);
+    sender_fs(&sim, "src/a/b", &["s1"], 1);
+    let ep = sink(&sim);
+    receive_full(&sim, &ep, "src/a/b@s1").await.unwrap();
+    sim.user()
+        .snapshot(&[v("backup/sink/host1/src/a@u1")])
+        .unwrap();
+    let err = receive_incremental(&sim, &ep, "src/a@s1", "src/a@s2", RESUMABLE)
+        .await
+        .unwrap_err();
+    assert_eq!(zfs_kind(err), ZfsErrorKind::IncrementalSourceMismatch);
+    assert_eq!(
+        snapshots_with_holds(&sim, "backup/sink/host1/src/a").await,
+        "u1[]"
+    );
+    assert_eq!(
+        props(&sim, "backup/sink/host1/src/a", &["zrepl:placeholder"]).await,
+        "zrepl:placeholder=on(local)"
+    );
+}
+
+/// An interrupted full receive into a placeholder is resumed without `-F`, and completes.
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_placeholder_replacement_resumes() {
+    let sim = world();
+    sender_fs(&sim, "src/a", &["s1"], 8);
+    sender_fs(&sim, "src/a/b", &["s1"], 1);
+    let ep = sink(&sim);
+    receive_full(&sim, &ep, "src/a/b@s1").await.unwrap();
+    sim.inject(Fault::BreakReceive { after_bytes: 3000 });
+    let err = receive_full(&sim, &ep, "src/a@s1").await.unwrap_err();
+    let ZfsErrorKind::ReceiveInterrupted { token: Some(token) } = zfs_kind(err) else {
+        panic!("no token");
+    };
+    let req = request(&sim, "src/a@s1", false, RESUMABLE);
+    let s = stream(&sim, SendSource::Resume { token }, false).await;
+    ep.receive(&req, s).await.unwrap();
+    assert_eq!(
+        snapshots_with_holds(&sim, "backup/sink/host1/src/a").await,
+        format!("s1[{}]", tag(JOB))
+    );
+    assert_eq!(
+        sim.version_digest(&v("backup/sink/host1/src/a@s1")),
+        sim.version_digest(&v("src/a@s1"))
+    );
+    assert_eq!(
+        listing(&ep.list_filesystems().await.unwrap()),
+        lines(
+            "src placeholder
+             src/a
+             src/a/b"
+        )
+    );
+}
+
+/// Two receives that need the same placeholders create each once: the mutex serialises them.
+#[tokio::test(start_paused = true)]
+async fn concurrent_receives_create_each_placeholder_once() {
+    let sim = world();
+    sender_fs(&sim, "src/a", &[], 1);
+    sender_fs(&sim, "src/a/x", &["s1"], 1);
+    sender_fs(&sim, "src/a/y", &["s1"], 1);
+    let ep = sink(&sim);
+    // Each creation takes a while, so that the second receive arrives while the first creates.
+    sim.inject(Fault::Delay {
+        operation: zferry_core::backend::Operation::CreatePlaceholder,
+        n_calls: 6,
+        duration: std::time::Duration::from_secs(1),
+    });
+    let (x, y) = tokio::join!(
+        receive_full(&sim, &ep, "src/a/x@s1"),
+        receive_full(&sim, &ep, "src/a/y@s1")
+    );
+    x.unwrap();
+    y.unwrap();
+    assert_eq!(
+        sim.op_count(zferry_core::backend::Operation::CreatePlaceholder),
+        3
+    );
+    assert_eq!(
+        datasets(&sim).await,
+        lines(
+            "backup
+             backup/sink
+             backup/sink/host1 *
+             backup/sink/host1/src *
+             backup/sink/host1/src/a *
+             backup/sink/host1/src/a/x
+             backup/sink/host1/src/a/y"
+        )
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// More hold and feature cases
+
+/// When the new hold cannot be placed, the job's older hold stays: the next incremental step
+/// keeps its base.
+#[tokio::test(start_paused = true)]
+async fn a_failed_hold_keeps_the_older_hold() {
+    let sim = world();
+    sender_fs(&sim, "src/a", &["s1", "s2"], 1);
+    let ep = sink(&sim);
+    receive_full(&sim, &ep, "src/a@s1").await.unwrap();
+    sim.inject(Fault::Fail {
+        operation: zferry_core::backend::Operation::Hold,
+        n_calls: 1,
+        kind: ZfsErrorKind::Busy,
+    });
+    let err = receive_incremental(&sim, &ep, "src/a@s1", "src/a@s2", RESUMABLE)
+        .await
+        .unwrap_err();
+    assert_eq!(zfs_kind(err), ZfsErrorKind::Busy);
+    assert_eq!(
+        snapshots_with_holds(&sim, "backup/sink/host1/src/a").await,
+        format!("s1[{}] s2[]", tag(JOB))
+    );
+    assert_eq!(
+        sim.op_count(zferry_core::backend::Operation::Release),
+        0,
+        "nothing released"
+    );
+}
+
+/// Without resumable receive (an old ZFS), no token is asked for or reported, receives are not
+/// resumable, and no partial state is ever aborted.
+#[tokio::test(start_paused = true)]
+async fn without_resumable_receive_there_are_no_tokens() {
+    let sim = world();
+    let old = zferry_core::backend::Features {
+        resumable_send: false,
+        resumable_receive: false,
+        encryption: true,
+        batch_destroy: true,
+    };
+    sim.set_features("backup", old).unwrap();
+    sender_fs(&sim, "src/a", &["s1"], 1);
+    sender_fs(&sim, "src/a", &["s2"], 8);
+    let ep = sink(&sim);
+    receive_full(&sim, &ep, "src/a@s1").await.unwrap();
+    sim.inject(Fault::BreakReceive { after_bytes: 3000 });
+    let err = receive_incremental(&sim, &ep, "src/a@s1", "src/a@s2", RESUMABLE)
+        .await
+        .unwrap_err();
+    assert_eq!(zfs_kind(err), ZfsErrorKind::StreamBroken);
+    assert_eq!(
+        listing(&ep.list_filesystems().await.unwrap()),
+        lines(
+            "src placeholder
+             src/a"
+        )
+    );
+    let mut req = request(&sim, "src/a@s2", true, RESUMABLE);
+    req.clear_resume_token = true;
+    let s = incremental_stream(&sim, "src/a@s1", "src/a@s2").await;
+    ep.receive(&req, s).await.unwrap();
+    assert_eq!(
+        sim.op_count(zferry_core::backend::Operation::AbortReceive),
+        0
+    );
+    assert_eq!(
+        snapshots_with_holds(&sim, "backup/sink/host1/src/a").await,
+        format!("s1[] s2[{}]", tag(JOB))
+    );
+}

@@ -1075,16 +1075,22 @@ impl Receiver for ReceiverEndpoint {
             target = self.target_state(&local).await?;
         }
 
-        // A full stream replaces a placeholder: `off`, no snapshots, `-F`.
+        // A full stream replaces a placeholder: `off`, no snapshots, `-F`. An incremental
+        // stream never does: a placeholder shares no snapshot with the sender, so it would
+        // fail after the placeholder's snapshots were destroyed.
         let mut force = false;
         let mut turned_off = false;
-        let replaceable = match target {
-            Target::Placeholder => true,
-            // A replacement that was interrupted and whose partial state is gone: still the
-            // placeholder it was, as long as it has no snapshots of its own.
-            Target::TurnedOffPlaceholder => !request.incremental,
-            Target::Missing | Target::Filesystem => false,
-        };
+        let replaceable = !request.incremental
+            && match target {
+                Target::Placeholder => true,
+                // A replacement that was interrupted: still the placeholder it was once its
+                // partial state is gone (a partial state is resumed, not forced over), as long
+                // as it has no snapshots of its own (checked below).
+                Target::TurnedOffPlaceholder => {
+                    !resumable || self.backend().resume_token(&local).await?.is_none()
+                }
+                Target::Missing | Target::Filesystem => false,
+            };
         if replaceable {
             let listing = self
                 .backend()
