@@ -1211,6 +1211,8 @@ fn check_properties(config: &ReceiverConfig) -> Result<(), ReceiverConfigError> 
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn ds(name: &str) -> DatasetName {
@@ -1361,6 +1363,79 @@ mod tests {
         };
         assert_eq!(busy.class(), ErrorClass::FILESYSTEM_TEMPORARY);
         assert_eq!(ReceiverError::OwnCursorsRefused.class(), ErrorClass::FATAL);
+    }
+
+    /// Valid dataset names of one to six components, some long enough to overflow a root.
+    fn dataset_name() -> impl Strategy<Value = DatasetName> {
+        (
+            "[a-z][a-z0-9_.:-]{0,12}",
+            prop::collection::vec("[0-9A-Za-z _.:-]{1,60}", 0..6),
+        )
+            .prop_filter_map("not a valid dataset name", |(pool, rest)| {
+                let mut name = pool;
+                for c in rest {
+                    name.push('/');
+                    name.push_str(&c);
+                }
+                DatasetName::parse(&name).ok()
+            })
+    }
+
+    fn client_root() -> impl Strategy<Value = ClientRoot> {
+        prop_oneof![
+            Just(ClientRoot::new(ds("backup/sink"), None).unwrap()),
+            Just(sink_root()),
+            Just(ClientRoot::new(ds("b"), Some(Component::parse("h").unwrap())).unwrap()),
+        ]
+    }
+
+    /// A client root and a local dataset: anywhere, or below the root (with any first
+    /// component, valid pool name or not).
+    fn root_and_local() -> impl Strategy<Value = (ClientRoot, DatasetName)> {
+        client_root().prop_flat_map(|root| {
+            let below = root.dataset().clone();
+            let local = prop_oneof![
+                dataset_name(),
+                "[0-9A-Za-z _.:-]{1,30}(/[0-9A-Za-z _.:-]{1,30}){0,3}"
+                    .prop_filter_map("too long", move |rel| below.join(&rel).ok()),
+            ];
+            (Just(root), local)
+        })
+    }
+
+    proptest! {
+        /// Every sender path maps below the root and back to itself, or is refused exactly when
+        /// the mapped name would be longer than ZFS allows.
+        #[test]
+        fn mapping_round_trips_or_refuses_long_names(root in client_root(), path in dataset_name()) {
+            let fits = root.dataset().as_str().len() + 1 + path.as_str().len() <= NAME_LEN_MAX;
+            match root.map_in(&path) {
+                Ok(local) => {
+                    prop_assert!(fits);
+                    prop_assert!(root.check(&local, "test").is_ok());
+                    prop_assert_eq!(root.map_out(&local), Some(path));
+                }
+                Err(ReceiverError::Unmappable { .. }) => prop_assert!(!fits),
+                Err(other) => prop_assert!(false, "unexpected {:?}", other),
+            }
+        }
+
+        /// Any local dataset that maps out maps back in to itself; anything the check refuses
+        /// maps to no sender path.
+        #[test]
+        fn only_confined_datasets_map_out((root, local) in root_and_local()) {
+            match root.map_out(&local) {
+                Some(path) => prop_assert_eq!(root.map_in(&path).ok(), Some(local)),
+                None => {
+                    let confined = root.check(&local, "test").is_ok();
+                    // Confined but unmappable only when the first relative component is no
+                    // pool name.
+                    prop_assert!(!confined || local.strip_ancestor(root.dataset())
+                        .and_then(|rel| rel.split('/').next())
+                        .is_some_and(|first| DatasetName::parse(first).is_err()));
+                }
+            }
+        }
     }
 
     #[test]
