@@ -218,6 +218,15 @@ pub enum EndpointError {
         /// Whether it was a timeout (rather than a reset or refusal).
         timeout: bool,
     },
+    /// The endpoint cannot be set up as configured (e.g. a client identity that makes an
+    /// invalid dataset name below `root_fs`).
+    #[error("the {side} is misconfigured: {detail}")]
+    Config {
+        /// Which side.
+        side: String,
+        /// What is wrong and what to do.
+        detail: String,
+    },
     /// The request was cancelled (shutdown, reset signal, watchdog).
     #[error("cancelled: {reason}")]
     Cancelled {
@@ -264,6 +273,7 @@ impl Classify for EndpointError {
             Self::Connectivity { timeout: true, .. } => FailureKind::NetworkTimeout.class(),
             Self::Connectivity { timeout: false, .. } => FailureKind::ConnectionLost.class(),
             Self::Cancelled { .. } => FailureKind::Cancelled.class(),
+            Self::Config { .. } => ErrorClass::FATAL,
         }
     }
 }

@@ -494,7 +494,7 @@ pub enum SenderError {
 impl SenderError {
     /// Whether the sender refused the request's resume token.
     pub fn is_resume_token_refusal(&self) -> bool {
-        false
+        matches!(self, Self::ResumeTokenRefused { .. })
     }
 }
 
@@ -536,11 +536,7 @@ impl Classify for SenderError {
 /// so as a [`ZfsErrorKind::ResumeTokenInvalid`] of the receive). The active side then discards
 /// the receiver's partial state and plans the step afresh.
 pub fn is_resume_token_refusal(error: &EndpointError) -> bool {
-    match error {
-        EndpointError::Sender(SenderError::ResumeTokenRefused { .. }) => true,
-        EndpointError::Zfs(e) => e.kind == ZfsErrorKind::ResumeTokenInvalid,
-        _ => false,
-    }
+    error.is_resume_token_unusable()
 }
 
 impl SenderEndpoint {

@@ -4,4 +4,5 @@
 
 pub mod active;
 pub mod local;
+pub mod passive;
 pub mod push;

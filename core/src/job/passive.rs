@@ -28,15 +28,21 @@ impl SinkJob {
     pub fn receiver_for(&self, identity: &Component) -> Result<Arc<dyn Receiver>, EndpointError> {
         let mut config = self.template.clone();
         config.client_identity = Some(identity.clone());
-        let endpoint = ReceiverEndpoint::new(Arc::clone(&self.backend), config)
-            .map_err(|e| EndpointError::Receiver(e.into()))?;
+        let endpoint = ReceiverEndpoint::new(Arc::clone(&self.backend), config).map_err(|e| {
+            EndpointError::Config {
+                side: "receiver".to_owned(),
+                detail: e.to_string(),
+            }
+        })?;
         Ok(Arc::new(endpoint))
     }
 
     /// The listener to register in a [`crate::job::local::LocalHub`].
     pub fn listener(self: &Arc<Self>) -> Listener {
         let sink = Arc::clone(self);
-        Listener::Sink(Arc::new(move |identity: &Component| sink.receiver_for(identity)))
+        Listener::Sink(Arc::new(move |identity: &Component| {
+            sink.receiver_for(identity)
+        }))
     }
 }
 
