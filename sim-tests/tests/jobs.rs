@@ -9,22 +9,29 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use zferry_core::backend::{VersionTypes, ZfsBackend};
+use zferry_core::backend::{Operation, VersionTypes, ZfsBackend};
 use zferry_core::clock::{Clock, TokioClock};
 use zferry_core::endpoint::receiver::{
     PlaceholderEncryptionConfig, ReceiverConfig, ReceiverEndpoint,
 };
 use zferry_core::endpoint::sender::{SendOptions, SenderConfig, SenderEndpoint};
 use zferry_core::endpoint::{EndpointError, Guarantee, Protection, Receiver, Sender};
+use zferry_core::engine::pruner::KeptReason;
 use zferry_core::engine::replication::report::RunState;
+use zferry_core::engine::snapper::{
+    HookResult, HookRunner, PeriodicConfig, Snapshotting, SnapshottingConfig,
+};
 use zferry_core::filter::Filter;
 use zferry_core::job::active::{ActiveJob, ActiveJobConfig, PhaseOutcome, PruneMode, Trigger};
 use zferry_core::job::local::{Listener, LocalHub, LocalPull, LocalPush};
+use zferry_core::job::passive::SinkJob;
+use zferry_core::job::push::{PushJob, PushSnapshotting};
 use zferry_core::job_id::JobId;
 use zferry_core::name::{Component, DatasetName, VersionName};
 use zferry_core::prune::{KeepRule, KeepRules, LastNRule};
+use zferry_core::snapshotter::duration::Interval;
 use zferry_core::version::Version;
-use zferry_sim::{Actor, SimZfs};
+use zferry_sim::{Action, Actor, Fault, SimZfs, StreamBreak};
 
 const SEED: u64 = 0x0b5e_55ed;
 const POOL_BYTES: u64 = 1 << 40;
@@ -408,5 +415,330 @@ async fn pull_from_source_on_its_interval() {
                 world.newest(fs).name
             )]
         );
+    }
+}
+
+/// A hook runner for jobs without hooks: any call is a test failure.
+#[derive(Debug)]
+struct NoHooks;
+
+#[async_trait::async_trait]
+impl HookRunner for NoHooks {
+    async fn run(
+        &self,
+        command: &std::path::Path,
+        _env: BTreeMap<String, String>,
+        _timeout: Duration,
+    ) -> HookResult {
+        panic!("no hook is configured, yet {command:?} was run");
+    }
+}
+
+fn hourly(prefix: &str) -> Snapshotting {
+    SnapshottingConfig::Periodic(PeriodicConfig {
+        prefix: prefix.to_owned(),
+        interval: Interval::parse("1h").unwrap(),
+        hooks: Vec::new(),
+        timestamp_format: None,
+        timestamp_location: None,
+    })
+    .build()
+    .unwrap()
+}
+
+/// The whole push job for a simulated week: its own periodic snapshotter wakes replication
+/// after every round; pruning keeps the last 24 hourly snapshots on the sender and 72 on the
+/// receiver. Every round was replicated, and the abstractions are zrepl's.
+#[tokio::test(start_paused = true)]
+async fn push_job_with_its_snapshotter_for_a_week() {
+    let world = World::new();
+    let hub = Arc::new(LocalHub::default());
+    let sink = Arc::new(SinkJob::new(
+        world.backend(),
+        ReceiverConfig {
+            job: job("sink"),
+            root_fs: ds("dst/sink"),
+            client_identity: None,
+            placeholder_encryption: PlaceholderEncryptionConfig::Inherit,
+            properties_override: BTreeMap::new(),
+            properties_inherit: Vec::new(),
+        },
+    ));
+    hub.register("sink", sink.listener());
+    let sender: Arc<dyn Sender> = world.sender("push");
+    let connect = LocalPush {
+        sender,
+        hub: Arc::clone(&hub),
+        listener: "sink".to_owned(),
+        identity: Component::parse("host1").unwrap(),
+    };
+    let push = PushJob::new(
+        ActiveJobConfig::new(job("push"), last_n(24), last_n(72)),
+        Arc::new(connect),
+        world.clock.clone(),
+        PushSnapshotting {
+            backend: world.backend(),
+            hooks: Arc::new(NoHooks),
+            filter: World::filter(),
+            snapshotting: hourly("zferry_"),
+        },
+    );
+    let active = push.active();
+    let snapshotter = push.snapshotter_report();
+    let running = tokio::spawn(push.run());
+    // A week and a quarter of an hour: the last round's replication has finished.
+    tokio::time::sleep(7 * 24 * HOUR + HOUR / 4).await;
+    active.signals().shutdown();
+    running.await.unwrap();
+
+    let rounds = snapshotter.borrow().n_rounds;
+    assert!(rounds >= 7 * 24, "{rounds} rounds");
+    let status = active.status();
+    assert_eq!(
+        status.replication.state,
+        RunState::Done,
+        "{}",
+        status.replication
+    );
+    let last = status.invocations.last().unwrap();
+    assert_eq!(last.prune_order, "concurrent", "{last:?}");
+    for fs in &world.replicated {
+        let received = receiver_path(fs);
+        assert_eq!(world.snapshots(fs).len(), 24, "{fs}");
+        assert_eq!(world.snapshots(&received).len(), 72, "{fs}");
+        assert_eq!(world.newest(&received).guid, world.newest(fs).guid, "{fs}");
+        assert!(
+            world.newest(fs).name.as_str().starts_with("zferry_"),
+            "{fs}"
+        );
+        assert_eq!(world.abstractions(fs).await, vec![world.cursor(fs, "push")]);
+        assert_eq!(
+            world.abstractions(&received).await,
+            vec![format!(
+                "@{}:zrepl_last_received_J_sink",
+                world.newest(fs).name
+            )]
+        );
+    }
+}
+
+/// A send that breaks after 1000 bytes is a connectivity error: the attempt ends, the next
+/// attempt resumes from the receiver's token (`zfs send -t`) and the run completes.
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_send_is_resumed_by_the_next_attempt() {
+    let mut world = World::new();
+    world.sim.set_payload_scale(1);
+    let hub = Arc::new(LocalHub::default());
+    hub.register("sink", sink_listener(&world, "sink", "dst/sink"));
+    let push = push_job(
+        &world,
+        &hub,
+        Protection::default(),
+        KeepRules::default(),
+        KeepRules::default(),
+    );
+    world.snapshot_round();
+    push.invocation(1).await;
+    world.snapshot_round();
+    world.sim.inject(Fault::BreakSend {
+        after_bytes: 1000,
+        how: StreamBreak::Error,
+    });
+    push.invocation(2).await;
+    let status = push.status();
+    assert_eq!(
+        status.replication.state,
+        RunState::Done,
+        "{}",
+        status.replication
+    );
+    assert_eq!(
+        status.replication.attempts.len(),
+        2,
+        "{}",
+        status.replication
+    );
+    let first = &status.replication.attempts[0];
+    assert!(
+        first
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("broke off")),
+        "{first:?}"
+    );
+    // The broken receive left resumable state, and nothing discarded it: it was resumed.
+    let count = |wanted: Action| {
+        world
+            .sim
+            .events()
+            .iter()
+            .filter(|e| e.actor == Actor::Daemon && e.action == wanted)
+            .count()
+    };
+    assert_eq!(
+        count(Action::ReceivePartial),
+        1,
+        "{:#?}",
+        world.sim.events()
+    );
+    assert_eq!(count(Action::AbortReceive), 0, "{:#?}", world.sim.events());
+    for fs in &world.replicated {
+        assert_eq!(world.snapshots(&receiver_path(fs)).len(), 2, "{fs}");
+        assert_eq!(world.abstractions(fs).await, vec![world.cursor(fs, "push")]);
+    }
+}
+
+/// Pruning runs while a slow step still streams: the step's `from` and `to`, which the keep
+/// rule (last 1) would destroy, are kept with the reason, and the step completes.
+#[tokio::test(start_paused = true)]
+async fn concurrent_pruning_keeps_what_the_running_plan_needs() {
+    let mut world = World::new();
+    let hub = Arc::new(LocalHub::default());
+    hub.register("sink", sink_listener(&world, "sink", "dst/sink"));
+    let mut config = ActiveJobConfig::new(job("push"), last_n(1), last_n(1));
+    config.driver.protection = protection(Guarantee::GuaranteeIncremental);
+    let connect = LocalPush {
+        sender: world.sender("push") as Arc<dyn Sender>,
+        hub: Arc::clone(&hub),
+        listener: "sink".to_owned(),
+        identity: Component::parse("host1").unwrap(),
+    };
+    let push = ActiveJob::new(config, Arc::new(connect), world.clock.clone());
+    world.snapshot_round();
+    push.invocation(1).await;
+    for _ in 0..3 {
+        world.snapshot_round();
+    }
+    // Every receive of the next invocation takes five minutes: pruning runs meanwhile.
+    world.sim.inject(Fault::Delay {
+        operation: Operation::Receive,
+        n_calls: 100,
+        duration: Duration::from_secs(300),
+    });
+    push.invocation(2).await;
+    let status = push.status();
+    let last = status.invocations.last().unwrap();
+    assert_eq!(
+        last.replication,
+        PhaseOutcome::Done,
+        "{}",
+        status.replication
+    );
+    assert_eq!(last.prune_order, "concurrent");
+    let report = last.prune_sender_report.as_ref().unwrap();
+    // The base and the two snapshots the running steps still had to send were kept for it;
+    // only the newest is kept by the rule.
+    assert_eq!(report.filesystems.len(), world.replicated.len());
+    for fs in &report.filesystems {
+        let kept: Vec<String> = fs
+            .kept
+            .iter()
+            .filter(|k| k.reason == KeptReason::NeededByReplication)
+            .map(|k| k.snapshot.to_string())
+            .collect();
+        assert_eq!(
+            kept,
+            ["zferry_0001", "zferry_0002", "zferry_0003"],
+            "{report:?}"
+        );
+    }
+    for fs in &world.replicated {
+        // Every snapshot arrived although the rule keeps only one.
+        assert_eq!(world.snapshots(&receiver_path(fs)).len(), 4, "{fs}");
+    }
+}
+
+/// A step that makes no progress for longer than the watchdog timeout is cancelled and the
+/// reason is in the invocation report; pruning still runs.
+#[tokio::test(start_paused = true)]
+async fn the_watchdog_cancels_a_stalled_replication() {
+    let mut world = World::new();
+    let hub = Arc::new(LocalHub::default());
+    hub.register("sink", sink_listener(&world, "sink", "dst/sink"));
+    let mut config = ActiveJobConfig::new(job("push"), KeepRules::default(), KeepRules::default());
+    config.prune_mode = PruneMode::Sequential;
+    config.watchdog_timeout = Duration::from_secs(600);
+    let connect = LocalPush {
+        sender: world.sender("push") as Arc<dyn Sender>,
+        hub: Arc::clone(&hub),
+        listener: "sink".to_owned(),
+        identity: Component::parse("host1").unwrap(),
+    };
+    let push = ActiveJob::new(config, Arc::new(connect), world.clock.clone());
+    world.snapshot_round();
+    world.sim.inject(Fault::Delay {
+        operation: Operation::Send,
+        n_calls: 1,
+        duration: 24 * HOUR,
+    });
+    let started = tokio::time::Instant::now();
+    push.invocation(1).await;
+    let took = started.elapsed();
+    let last = push.status().invocations.last().cloned().unwrap();
+    match &last.replication {
+        PhaseOutcome::Cancelled(reason) => {
+            assert!(
+                reason.contains("watchdog") && reason.contains("no progress"),
+                "{reason}"
+            );
+        }
+        other => panic!("not cancelled: {other:?}"),
+    }
+    assert!(took < Duration::from_secs(700), "took {took:?}");
+    assert_ne!(last.prune_sender, PhaseOutcome::NotRun, "{last:?}");
+}
+
+/// A reset cancels the running invocation; a wakeup during a run is kept and runs next.
+#[tokio::test(start_paused = true)]
+async fn reset_cancels_and_a_wakeup_during_a_run_is_kept() {
+    let mut world = World::new();
+    let hub = Arc::new(LocalHub::default());
+    hub.register("sink", sink_listener(&world, "sink", "dst/sink"));
+    let mut config = ActiveJobConfig::new(job("push"), KeepRules::default(), KeepRules::default());
+    config.watchdog_timeout = 10 * HOUR;
+    let connect = LocalPush {
+        sender: world.sender("push") as Arc<dyn Sender>,
+        hub: Arc::clone(&hub),
+        listener: "sink".to_owned(),
+        identity: Component::parse("host1").unwrap(),
+    };
+    let push = Arc::new(ActiveJob::new(
+        config,
+        Arc::new(connect),
+        world.clock.clone(),
+    ));
+    world.snapshot_round();
+    world.sim.inject(Fault::Delay {
+        operation: Operation::Send,
+        n_calls: 1,
+        duration: 5 * HOUR,
+    });
+    let signals = push.signals();
+    let running = {
+        let push = Arc::clone(&push);
+        tokio::spawn(async move { push.run(Trigger::Manual).await })
+    };
+    signals.wakeup();
+    tokio::time::sleep(HOUR).await;
+    // Running (stuck in the slow send): a reset cancels it, a wakeup queues the next run.
+    signals.reset();
+    signals.wakeup();
+    tokio::time::sleep(HOUR).await;
+    signals.shutdown();
+    running.await.unwrap();
+    let status = push.status();
+    assert_eq!(status.invocations.len(), 2, "{:?}", status.invocations);
+    assert_eq!(
+        status.invocations[0].replication,
+        PhaseOutcome::Cancelled("reset by signal".to_owned())
+    );
+    assert_eq!(
+        status.invocations[1].replication,
+        PhaseOutcome::Done,
+        "{}",
+        status.replication
+    );
+    for fs in &world.replicated {
+        assert_eq!(world.snapshots(&receiver_path(fs)).len(), 1, "{fs}");
     }
 }
