@@ -117,8 +117,11 @@ const ENCRYPTION_PROPERTY: &str = "encryption";
 /// | encrypted | true | any | raw, encrypted send |
 ///
 /// The bandwidth limit is not a `zfs send` option and is left to the transport.
+///
+/// It deserializes from zrepl's `send:` keys; keys it does not know (such as
+/// `bandwidth_limit`) are left to the configuration layer that owns the whole map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct SendOptions {
     /// Only encrypted filesystems are sent, and only raw (`-w`): the data stays encrypted on
     /// the receiver, which never sees the key.
@@ -1560,6 +1563,7 @@ fn plan_destroy(
 mod tests {
     use super::*;
     use crate::version::Txg;
+    use proptest::prelude::*;
 
     fn ds(s: &str) -> DatasetName {
         DatasetName::parse(s).unwrap()
@@ -1945,5 +1949,135 @@ mod tests {
             )),
         };
         assert_eq!(busy.class(), ErrorClass::FILESYSTEM_TEMPORARY);
+    }
+
+    #[test]
+    fn send_options_read_zrepls_keys() {
+        let options: SendOptions = serde_saphyr::from_str(
+            "encrypted: true\nsend_properties: true\nlarge_blocks: true\nembedded_data: true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            options,
+            SendOptions {
+                encrypted: true,
+                send_properties: true,
+                large_blocks: true,
+                embedded_data: true,
+                ..SendOptions::default()
+            }
+        );
+    }
+
+    /// One abstraction on `p/a`: (snapshot 0..4, owner is `push`, kind 0..4).
+    fn arbitrary_found() -> impl Strategy<Value = Vec<(u64, bool, u8)>> {
+        proptest::collection::vec((0u64..4, any::<bool>(), 0u8..5), 0..24)
+    }
+
+    fn make_found(items: &[(u64, bool, u8)]) -> Vec<FoundAbstraction> {
+        items
+            .iter()
+            .map(|&(snap, ours, kind)| {
+                let job = job(if ours { "push" } else { "other" });
+                let guid = Guid(snap + 1);
+                let abstraction = match kind {
+                    0 => Abstraction::StepHold { job },
+                    1 => Abstraction::TentativeCursor { job, guid },
+                    2 => Abstraction::ReplicationCursor { job, guid },
+                    3 => Abstraction::LastReceivedHold { job },
+                    _ => Abstraction::LegacyCursor,
+                };
+                let version = match abstraction.kind().object() {
+                    crate::abstraction::AbstractionObject::Hold => vn(&format!("p/a@s{snap}")),
+                    crate::abstraction::AbstractionObject::Bookmark => {
+                        vn(&format!("p/a#{abstraction}"))
+                    }
+                };
+                found_at(version, abstraction, 10 * (snap + 1))
+            })
+            .collect()
+    }
+
+    fn found_at(version: VersionName, abstraction: Abstraction, txg: u64) -> FoundAbstraction {
+        FoundAbstraction {
+            version,
+            createtxg: Txg(txg),
+            abstraction,
+        }
+    }
+
+    proptest! {
+        /// Whatever is on the pool, a cleanup touches only `push`'s abstractions of the allowed
+        /// kinds, never what the step or the new cursor needs, passes its own second check, and
+        /// leaves nothing of `push`'s it may clean behind.
+        #[test]
+        fn cleanups_touch_only_what_they_may(
+            items in arbitrary_found(),
+            held in proptest::collection::btree_set(0u64..4, 0..3),
+            from_tentative in proptest::option::of(0u64..4),
+            cursor_at in proptest::option::of(0u64..4),
+            post_confirm in any::<bool>(),
+        ) {
+            let push = job("push");
+            let found = make_found(&items);
+            let (kinds, keep): (Vec<AbstractionKind>, Keep) = if post_confirm {
+                let cursor = cursor_at.map(|s| {
+                    let c = Abstraction::ReplicationCursor { job: push.clone(), guid: Guid(s + 1) };
+                    (vn(&format!("p/a#{c}")), Txg(10 * (s + 1)))
+                });
+                (
+                    vec![
+                        AbstractionKind::StepHold,
+                        AbstractionKind::TentativeCursor,
+                        AbstractionKind::ReplicationCursor,
+                    ],
+                    Keep::post_confirm(cursor),
+                )
+            } else {
+                let from_bookmark = from_tentative.map(|s| {
+                    let t = Abstraction::TentativeCursor { job: push.clone(), guid: Guid(s + 1) };
+                    vn(&format!("p/a#{t}"))
+                });
+                let protection = StepProtection {
+                    hold_tag: step_tag(&push),
+                    holds: held.iter().map(|s| vn(&format!("p/a@s{s}"))).collect(),
+                    tentative: Vec::new(),
+                    from_bookmark,
+                };
+                (
+                    vec![AbstractionKind::StepHold, AbstractionKind::TentativeCursor],
+                    Keep::pre_send(&protection),
+                )
+            };
+            let cleanup = plan_cleanup(&found, &push, &kinds, &keep);
+            for item in cleanup.items() {
+                prop_assert!(keep.protects(&item).is_none());
+                prop_assert_eq!(guard(&ds("p/a"), &push, &kinds, &keep, &item), Ok(()));
+            }
+            for f in &found {
+                let planned = match f.abstraction {
+                    Abstraction::StepHold { .. } => cleanup.release.contains(&f.version),
+                    _ => cleanup.destroy.iter().any(|(b, _)| b == &f.version),
+                };
+                let may = f.abstraction.job() == Some(&push)
+                    && kinds.contains(&f.abstraction.kind());
+                let item = match f.abstraction {
+                    Abstraction::StepHold { .. } => CleanupItem::Release { snapshot: &f.version },
+                    _ => CleanupItem::Destroy {
+                        bookmark: &f.version,
+                        abstraction: &f.abstraction,
+                        createtxg: f.createtxg,
+                    },
+                };
+                let kept = keep.protects(&item).is_some();
+                // Releases are of `push`'s tag only, so another job's hold on a snapshot
+                // that `push` also holds is not released even though the snapshot is listed.
+                let by_name = f.abstraction.kind().object()
+                    == crate::abstraction::AbstractionObject::Bookmark;
+                if f.abstraction.job() == Some(&push) || by_name {
+                    prop_assert_eq!(planned, may && !kept, "{:?}", f);
+                }
+            }
+        }
     }
 }
