@@ -405,6 +405,18 @@ pub enum SenderError {
         /// The name problem.
         source: NameError,
     },
+    /// A bookmark this job needs on the filesystem (cursor or tentative cursor) would have a
+    /// name longer than ZFS allows.
+    #[error(
+        "`{filesystem}` cannot carry this job's bookmarks: {source}; use a shorter job name, or \
+         replicate a less deeply nested dataset, or choose `guarantee_nothing` (no bookmarks)"
+    )]
+    BookmarkName {
+        /// The filesystem.
+        filesystem: DatasetName,
+        /// The name problem.
+        source: NameError,
+    },
     /// Finding this job's holds and bookmarks failed.
     #[error(transparent)]
     Abstractions(#[from] FindError),
@@ -518,6 +530,7 @@ impl Classify for SenderError {
             | Self::EncryptionNotSupported { .. }
             | Self::ResumeTokenRefused { .. }
             | Self::Name { .. }
+            | Self::BookmarkName { .. }
             | Self::Abstractions(_)
             | Self::CursorNotVisible { .. }
             | Self::ProtectionViolated { .. }
@@ -626,9 +639,16 @@ impl SenderEndpoint {
             token.as_ref(),
             self.config.send.flags(),
         )?;
+        // Every name the step will need is built now, so that a name ZFS would refuse surfaces
+        // at planning (`send_dry`), before anything is held or sent.
+        let guarantee = request.guarantee();
+        let protection = self.step_protection(fs, guarantee, &checked)?;
+        if guarantee != Guarantee::GuaranteeNothing {
+            self.cursor_name(fs, checked.to.guid)?;
+        }
         Ok(ValidSend {
-            checked,
             send,
+            protection,
             used_resume_token: token.is_some(),
         })
     }
@@ -779,6 +799,17 @@ impl SenderEndpoint {
         }
     }
 
+    /// The full name of this job's replication cursor of the snapshot with `guid` in `fs`.
+    fn cursor_name(&self, fs: &DatasetName, guid: Guid) -> Result<VersionName, SenderError> {
+        self.bookmark_name(
+            fs,
+            &Abstraction::ReplicationCursor {
+                job: self.config.job.clone(),
+                guid,
+            },
+        )
+    }
+
     /// The full name of a bookmark abstraction in `fs` (checked against ZFS's length limit).
     fn bookmark_name(
         &self,
@@ -787,7 +818,7 @@ impl SenderEndpoint {
     ) -> Result<VersionName, SenderError> {
         Component::parse_as("bookmark name", &abstraction.to_string())
             .and_then(|short| VersionName::new(fs.clone(), VersionKind::Bookmark, short))
-            .map_err(|source| SenderError::Name {
+            .map_err(|source| SenderError::BookmarkName {
                 filesystem: fs.clone(),
                 source,
             })
@@ -997,14 +1028,14 @@ impl Sender for SenderEndpoint {
         let valid = self.validate_send(request).await?;
         let fs = &request.filesystem;
         let guarantee = request.guarantee();
-        let protection = self.step_protection(fs, guarantee, &valid.checked)?;
-        self.protect(fs, guarantee, &protection).await?;
+        let protection = &valid.protection;
+        self.protect(fs, guarantee, protection).await?;
 
         // Stale cleanup of earlier steps, from a listing made after the protection.
         self.relist_and_clean_up(
             fs,
             &[AbstractionKind::StepHold, AbstractionKind::TentativeCursor],
-            &Keep::pre_send(&protection),
+            &Keep::pre_send(protection),
         )
         .await?;
 
@@ -1025,7 +1056,6 @@ impl Sender for SenderEndpoint {
     async fn send_completed(&self, request: &SendReq) -> Result<(), EndpointError> {
         let checked = self.check_versions(request).await?;
         let fs = &request.filesystem;
-        let job = &self.config.job;
         let kinds = [
             AbstractionKind::StepHold,
             AbstractionKind::TentativeCursor,
@@ -1034,13 +1064,7 @@ impl Sender for SenderEndpoint {
         match request.guarantee() {
             Guarantee::GuaranteeResumability | Guarantee::GuaranteeIncremental => {
                 let to = version_name(fs, &checked.to)?;
-                let cursor = self.bookmark_name(
-                    fs,
-                    &Abstraction::ReplicationCursor {
-                        job: job.clone(),
-                        guid: checked.to.guid,
-                    },
-                )?;
+                let cursor = self.cursor_name(fs, checked.to.guid)?;
                 if let Err(source) = self.backend.bookmark(&to, &cursor).await {
                     return Err(SenderError::CursorNotCreated {
                         filesystem: fs.clone(),
@@ -1143,8 +1167,8 @@ struct Checked {
 /// A send that passed validation.
 #[derive(Debug)]
 struct ValidSend {
-    checked: Checked,
     send: SendRequest,
+    protection: StepProtection,
     used_resume_token: bool,
 }
 
