@@ -1629,3 +1629,54 @@ async fn bookmark_names_that_do_not_fit_are_refused_at_planning() {
     assert_eq!(world.daemon_changes(), Vec::<String>::new());
     assert_eq!(world.sim.op_count(Operation::Send), 0);
 }
+
+/// zrepl `ReplicationIncrementalDestroysStepHoldsIffIncrementalStepHoldsAreDisabledButStepHoldsExist`:
+/// a step interrupted under `guarantee_resumability` left step holds on `from` and `to`; sent
+/// again under `guarantee_incremental`, the holds go (tentative cursors replace them) and the
+/// confirmation leaves exactly one cursor.
+#[tokio::test]
+async fn switching_to_guarantee_incremental_releases_the_old_step_holds() {
+    let world = World::new();
+    world.filesystem("tank/a", false, &["s1", "s2"]);
+    let sender = world.plain_endpoint();
+    let full = world.request(None, "tank/a@s1", Resumability);
+    replicate(&world, &sender, &full).await;
+    sender.send_completed(&full).await.unwrap();
+    let interrupted = world.request(Some("tank/a@s1"), "tank/a@s2", Resumability);
+    let (_, stream) = sender.send(&interrupted).await.unwrap();
+    drop(stream);
+    world
+        .check(
+            "tank/a",
+            "#zrepl_CURSOR_G_<s1>_J_push\n@s1 zrepl_STEP_J_push\n@s2 zrepl_STEP_J_push",
+            "after the interrupted step",
+        )
+        .await;
+
+    let again = world.request(Some("tank/a@s1"), "tank/a@s2", Incremental);
+    let (_, stream) = sender.send(&again).await.unwrap();
+    world
+        .check(
+            "tank/a",
+            "#zrepl_CURSORTENTATIVE__G_<s1>_J_push
+             #zrepl_CURSOR_G_<s1>_J_push
+             @s1
+             #zrepl_CURSORTENTATIVE__G_<s2>_J_push
+             @s2",
+            "sent again under guarantee_incremental",
+        )
+        .await;
+    world
+        .sim
+        .receive(&receive_request("backup/a", "s2", again.to.guid), stream)
+        .await
+        .unwrap();
+    sender.send_completed(&again).await.unwrap();
+    world
+        .check(
+            "tank/a",
+            "@s1\n#zrepl_CURSOR_G_<s2>_J_push\n@s2",
+            "after confirmation",
+        )
+        .await;
+}
