@@ -1680,3 +1680,44 @@ async fn switching_to_guarantee_incremental_releases_the_old_step_holds() {
         )
         .await;
 }
+
+#[tokio::test]
+async fn include_intermediates_sends_every_snapshot_between() {
+    let world = World::new();
+    world.filesystem("tank/a", false, &["s1", "s2", "s3"]);
+    let sender = world.plain_endpoint();
+    let full = world.request(None, "tank/a@s1", Resumability);
+    replicate(&world, &sender, &full).await;
+    sender.send_completed(&full).await.unwrap();
+    let range = SendReq {
+        include_intermediates: true,
+        ..world.request(Some("tank/a@s1"), "tank/a@s3", Resumability)
+    };
+    let dry = sender.send_dry(&range).await.unwrap();
+    assert!(dry.expected_size.is_some_and(|n| n > 0), "{dry:?}");
+    let (_, stream) = sender.send(&range).await.unwrap();
+    world
+        .check(
+            "tank/a",
+            "#zrepl_CURSOR_G_<s1>_J_push
+             @s1 zrepl_STEP_J_push
+             @s2
+             @s3 zrepl_STEP_J_push",
+            "only `from` and `to` are held",
+        )
+        .await;
+    world
+        .sim
+        .receive(&receive_request("backup/a", "s3", range.to.guid), stream)
+        .await
+        .unwrap();
+    assert_eq!(world.guid("backup/a@s2"), world.guid("tank/a@s2"));
+    sender.send_completed(&range).await.unwrap();
+    world
+        .check(
+            "tank/a",
+            "@s1\n@s2\n#zrepl_CURSOR_G_<s3>_J_push\n@s3",
+            "confirmed",
+        )
+        .await;
+}
