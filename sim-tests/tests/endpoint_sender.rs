@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::AsyncReadExt;
 use zferry_core::abstraction::Abstraction;
 use zferry_core::backend::{
-    ByteStream, Operation, PlaceholderEncryption, ReceiveRequest, ZfsBackend, ZfsErrorKind,
+    ByteStream, DestroyOutcome, Features, ObjectName, Operation, PlaceholderEncryption, Property,
+    ReceiveRequest, Received, SendRequest, VersionTypes, ZfsBackend, ZfsError, ZfsErrorKind,
 };
 use zferry_core::endpoint::sender::{
     SendOptions, SenderConfig, SenderEndpoint, SenderError, SenderNote, TokenRefusal,
@@ -1457,6 +1458,266 @@ async fn a_cursor_that_cannot_be_made_keeps_the_step_protected() {
             "tank/a",
             "#zrepl_CURSOR_G_<s1>_J_push\n@s1",
             "after the retry",
+        )
+        .await;
+}
+
+/// A ZFS whose listings do not show replication cursors: a cursor that was "created" but is
+/// not there when listed again.
+#[derive(Debug)]
+struct HidingCursors(SimZfs);
+
+#[async_trait::async_trait]
+impl ZfsBackend for HidingCursors {
+    async fn list_datasets(
+        &self,
+        root: Option<&DatasetName>,
+        properties: &[&str],
+    ) -> Result<Vec<zferry_core::listing::DatasetEntry>, ZfsError> {
+        self.0.list_datasets(root, properties).await
+    }
+    async fn list_versions(
+        &self,
+        datasets: &[DatasetName],
+        types: VersionTypes,
+    ) -> Result<zferry_core::listing::VersionListing, ZfsError> {
+        let mut listing = self.0.list_versions(datasets, types).await?;
+        for versions in listing.datasets.values_mut() {
+            versions.retain(|v| v.is_snapshot() || !v.name.as_str().starts_with("zrepl_CURSOR_G_"));
+        }
+        Ok(listing)
+    }
+    async fn get_properties(
+        &self,
+        object: &ObjectName,
+        properties: &[&str],
+    ) -> Result<BTreeMap<String, Property>, ZfsError> {
+        self.0.get_properties(object, properties).await
+    }
+    async fn set_property(&self, d: &DatasetName, p: &str, v: &str) -> Result<(), ZfsError> {
+        self.0.set_property(d, p, v).await
+    }
+    async fn snapshot(&self, snapshots: &[VersionName]) -> Result<(), ZfsError> {
+        self.0.snapshot(snapshots).await
+    }
+    async fn bookmark(&self, s: &VersionName, b: &VersionName) -> Result<Version, ZfsError> {
+        self.0.bookmark(s, b).await
+    }
+    async fn hold(&self, tag: &str, snapshots: &[VersionName]) -> Result<(), ZfsError> {
+        self.0.hold(tag, snapshots).await
+    }
+    async fn release(&self, tag: &str, snapshots: &[VersionName]) -> Result<(), ZfsError> {
+        self.0.release(tag, snapshots).await
+    }
+    async fn holds(&self, snapshot: &VersionName) -> Result<Vec<String>, ZfsError> {
+        self.0.holds(snapshot).await
+    }
+    async fn destroy_snapshots(
+        &self,
+        d: &DatasetName,
+        s: &[Component],
+    ) -> Result<Vec<DestroyOutcome>, ZfsError> {
+        self.0.destroy_snapshots(d, s).await
+    }
+    async fn destroy_bookmark(&self, bookmark: &VersionName) -> Result<(), ZfsError> {
+        self.0.destroy_bookmark(bookmark).await
+    }
+    async fn destroy_dataset(&self, d: &DatasetName, recursive: bool) -> Result<(), ZfsError> {
+        self.0.destroy_dataset(d, recursive).await
+    }
+    async fn send_estimate(&self, request: &SendRequest) -> Result<Option<u64>, ZfsError> {
+        self.0.send_estimate(request).await
+    }
+    async fn send(&self, request: &SendRequest) -> Result<ByteStream, ZfsError> {
+        self.0.send(request).await
+    }
+    async fn receive(&self, r: &ReceiveRequest, s: ByteStream) -> Result<Received, ZfsError> {
+        self.0.receive(r, s).await
+    }
+    async fn abort_receive(&self, d: &DatasetName) -> Result<(), ZfsError> {
+        self.0.abort_receive(d).await
+    }
+    async fn resume_token(&self, d: &DatasetName) -> Result<Option<String>, ZfsError> {
+        self.0.resume_token(d).await
+    }
+    async fn create_placeholder(
+        &self,
+        d: &DatasetName,
+        e: PlaceholderEncryption,
+    ) -> Result<(), ZfsError> {
+        self.0.create_placeholder(d, e).await
+    }
+    async fn rollback(&self, snapshot: &VersionName) -> Result<(), ZfsError> {
+        self.0.rollback(snapshot).await
+    }
+    async fn features(&self, pool: &str) -> Result<Features, ZfsError> {
+        self.0.features(pool).await
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_released_before_the_new_cursor_is_seen() {
+    let world = World::new();
+    world.filesystem("tank/a", false, &["s1", "s2"]);
+    world.hold("zrepl_STEP_J_push", "tank/a@s1");
+    let config = SenderConfig {
+        job: job(JOB),
+        filter: Filter::from_entries([("tank<", true)]).unwrap(),
+        send: SendOptions::default(),
+    };
+    let sender = SenderEndpoint::new(Arc::new(HidingCursors(world.sim.clone())), config);
+    let request = world.request(Some("tank/a@s1"), "tank/a@s2", Resumability);
+    replicate(
+        &world,
+        &sender,
+        &world.request(None, "tank/a@s1", Resumability),
+    )
+    .await;
+    replicate(&world, &sender, &request).await;
+    let error = sender_error(sender.send_completed(&request).await);
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "the replication cursor `tank/a#zrepl_CURSOR_G_{}_J_push` is not listed right after \
+             it was created; nothing of `tank/a` was released or destroyed, the next step tries \
+             again",
+            request.to.guid.hex16()
+        )
+    );
+    world
+        .check(
+            "tank/a",
+            "@s1 zrepl_STEP_J_push\n#zrepl_CURSOR_G_<s2>_J_push\n@s2 zrepl_STEP_J_push",
+            "the holds stay",
+        )
+        .await;
+}
+
+/// The bookmarks a guarantee needs must fit ZFS's name length; a filesystem too deep for them
+/// is refused at planning, before anything is held or sent.
+#[tokio::test]
+async fn bookmark_names_that_do_not_fit_are_refused_at_planning() {
+    let world = World::new();
+    // 210 bytes: a cursor name (39 bytes with `#`) fits, a tentative cursor's (49) does not.
+    let fs = format!("tank/{}", "d".repeat(205));
+    world.filesystem(&fs, false, &["s1"]);
+    let sender = world.plain_endpoint();
+    let to = format!("{fs}@s1");
+    sender
+        .send_dry(&world.request(None, &to, Resumability))
+        .await
+        .unwrap();
+    let error = sender_error(
+        sender
+            .send_dry(&world.request(None, &to, Incremental))
+            .await,
+    );
+    assert!(matches!(error, SenderError::BookmarkName { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .ends_with("use a shorter job name, or replicate a less deeply nested dataset, or choose `guarantee_nothing` (no bookmarks)"),
+        "{error}"
+    );
+    let error = sender_error(
+        sender
+            .send(&world.request(None, &to, Incremental))
+            .await
+            .map(|(res, _)| res),
+    );
+    assert!(matches!(error, SenderError::BookmarkName { .. }), "{error}");
+    assert_eq!(world.daemon_changes(), Vec::<String>::new());
+    assert_eq!(world.sim.op_count(Operation::Send), 0);
+}
+
+/// zrepl `ReplicationIncrementalDestroysStepHoldsIffIncrementalStepHoldsAreDisabledButStepHoldsExist`:
+/// a step interrupted under `guarantee_resumability` left step holds on `from` and `to`; sent
+/// again under `guarantee_incremental`, the holds go (tentative cursors replace them) and the
+/// confirmation leaves exactly one cursor.
+#[tokio::test]
+async fn switching_to_guarantee_incremental_releases_the_old_step_holds() {
+    let world = World::new();
+    world.filesystem("tank/a", false, &["s1", "s2"]);
+    let sender = world.plain_endpoint();
+    let full = world.request(None, "tank/a@s1", Resumability);
+    replicate(&world, &sender, &full).await;
+    sender.send_completed(&full).await.unwrap();
+    let interrupted = world.request(Some("tank/a@s1"), "tank/a@s2", Resumability);
+    let (_, stream) = sender.send(&interrupted).await.unwrap();
+    drop(stream);
+    world
+        .check(
+            "tank/a",
+            "#zrepl_CURSOR_G_<s1>_J_push\n@s1 zrepl_STEP_J_push\n@s2 zrepl_STEP_J_push",
+            "after the interrupted step",
+        )
+        .await;
+
+    let again = world.request(Some("tank/a@s1"), "tank/a@s2", Incremental);
+    let (_, stream) = sender.send(&again).await.unwrap();
+    world
+        .check(
+            "tank/a",
+            "#zrepl_CURSORTENTATIVE__G_<s1>_J_push
+             #zrepl_CURSOR_G_<s1>_J_push
+             @s1
+             #zrepl_CURSORTENTATIVE__G_<s2>_J_push
+             @s2",
+            "sent again under guarantee_incremental",
+        )
+        .await;
+    world
+        .sim
+        .receive(&receive_request("backup/a", "s2", again.to.guid), stream)
+        .await
+        .unwrap();
+    sender.send_completed(&again).await.unwrap();
+    world
+        .check(
+            "tank/a",
+            "@s1\n#zrepl_CURSOR_G_<s2>_J_push\n@s2",
+            "after confirmation",
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn include_intermediates_sends_every_snapshot_between() {
+    let world = World::new();
+    world.filesystem("tank/a", false, &["s1", "s2", "s3"]);
+    let sender = world.plain_endpoint();
+    let full = world.request(None, "tank/a@s1", Resumability);
+    replicate(&world, &sender, &full).await;
+    sender.send_completed(&full).await.unwrap();
+    let range = SendReq {
+        include_intermediates: true,
+        ..world.request(Some("tank/a@s1"), "tank/a@s3", Resumability)
+    };
+    let dry = sender.send_dry(&range).await.unwrap();
+    assert!(dry.expected_size.is_some_and(|n| n > 0), "{dry:?}");
+    let (_, stream) = sender.send(&range).await.unwrap();
+    world
+        .check(
+            "tank/a",
+            "#zrepl_CURSOR_G_<s1>_J_push
+             @s1 zrepl_STEP_J_push
+             @s2
+             @s3 zrepl_STEP_J_push",
+            "only `from` and `to` are held",
+        )
+        .await;
+    world
+        .sim
+        .receive(&receive_request("backup/a", "s3", range.to.guid), stream)
+        .await
+        .unwrap();
+    assert_eq!(world.guid("backup/a@s2"), world.guid("tank/a@s2"));
+    sender.send_completed(&range).await.unwrap();
+    world
+        .check(
+            "tank/a",
+            "@s1\n@s2\n#zrepl_CURSOR_G_<s3>_J_push\n@s3",
+            "confirmed",
         )
         .await;
 }

@@ -117,8 +117,11 @@ const ENCRYPTION_PROPERTY: &str = "encryption";
 /// | encrypted | true | any | raw, encrypted send |
 ///
 /// The bandwidth limit is not a `zfs send` option and is left to the transport.
+///
+/// It deserializes from zrepl's `send:` keys; keys it does not know (such as
+/// `bandwidth_limit`) are left to the configuration layer that owns the whole map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct SendOptions {
     /// Only encrypted filesystems are sent, and only raw (`-w`): the data stays encrypted on
     /// the receiver, which never sees the key.
@@ -402,6 +405,18 @@ pub enum SenderError {
         /// The name problem.
         source: NameError,
     },
+    /// A bookmark this job needs on the filesystem (cursor or tentative cursor) would have a
+    /// name longer than ZFS allows.
+    #[error(
+        "`{filesystem}` cannot carry this job's bookmarks: {source}; use a shorter job name, or \
+         replicate a less deeply nested dataset, or choose `guarantee_nothing` (no bookmarks)"
+    )]
+    BookmarkName {
+        /// The filesystem.
+        filesystem: DatasetName,
+        /// The name problem.
+        source: NameError,
+    },
     /// Finding this job's holds and bookmarks failed.
     #[error(transparent)]
     Abstractions(#[from] FindError),
@@ -522,6 +537,7 @@ impl Classify for SenderError {
             | Self::EncryptionNotSupported { .. }
             | Self::ResumeTokenRefused { .. }
             | Self::Name { .. }
+            | Self::BookmarkName { .. }
             | Self::Abstractions(_)
             | Self::CursorNotVisible { .. }
             | Self::ProtectionViolated { .. }
@@ -626,9 +642,16 @@ impl SenderEndpoint {
             token.as_ref(),
             self.config.send.flags(),
         )?;
+        // Every name the step will need is built now, so that a name ZFS would refuse surfaces
+        // at planning (`send_dry`), before anything is held or sent.
+        let guarantee = request.guarantee();
+        let protection = self.step_protection(fs, guarantee, &checked)?;
+        if guarantee != Guarantee::GuaranteeNothing {
+            self.cursor_name(fs, checked.to.guid)?;
+        }
         Ok(ValidSend {
-            checked,
             send,
+            protection,
             used_resume_token: token.is_some(),
         })
     }
@@ -779,6 +802,17 @@ impl SenderEndpoint {
         }
     }
 
+    /// The full name of this job's replication cursor of the snapshot with `guid` in `fs`.
+    fn cursor_name(&self, fs: &DatasetName, guid: Guid) -> Result<VersionName, SenderError> {
+        self.bookmark_name(
+            fs,
+            &Abstraction::ReplicationCursor {
+                job: self.config.job.clone(),
+                guid,
+            },
+        )
+    }
+
     /// The full name of a bookmark abstraction in `fs` (checked against ZFS's length limit).
     fn bookmark_name(
         &self,
@@ -787,7 +821,7 @@ impl SenderEndpoint {
     ) -> Result<VersionName, SenderError> {
         Component::parse_as("bookmark name", &abstraction.to_string())
             .and_then(|short| VersionName::new(fs.clone(), VersionKind::Bookmark, short))
-            .map_err(|source| SenderError::Name {
+            .map_err(|source| SenderError::BookmarkName {
                 filesystem: fs.clone(),
                 source,
             })
@@ -997,14 +1031,14 @@ impl Sender for SenderEndpoint {
         let valid = self.validate_send(request).await?;
         let fs = &request.filesystem;
         let guarantee = request.guarantee();
-        let protection = self.step_protection(fs, guarantee, &valid.checked)?;
-        self.protect(fs, guarantee, &protection).await?;
+        let protection = &valid.protection;
+        self.protect(fs, guarantee, protection).await?;
 
         // Stale cleanup of earlier steps, from a listing made after the protection.
         self.relist_and_clean_up(
             fs,
             &[AbstractionKind::StepHold, AbstractionKind::TentativeCursor],
-            &Keep::pre_send(&protection),
+            &Keep::pre_send(protection),
         )
         .await?;
 
@@ -1025,7 +1059,6 @@ impl Sender for SenderEndpoint {
     async fn send_completed(&self, request: &SendReq) -> Result<(), EndpointError> {
         let checked = self.check_versions(request).await?;
         let fs = &request.filesystem;
-        let job = &self.config.job;
         let kinds = [
             AbstractionKind::StepHold,
             AbstractionKind::TentativeCursor,
@@ -1034,13 +1067,7 @@ impl Sender for SenderEndpoint {
         match request.guarantee() {
             Guarantee::GuaranteeResumability | Guarantee::GuaranteeIncremental => {
                 let to = version_name(fs, &checked.to)?;
-                let cursor = self.bookmark_name(
-                    fs,
-                    &Abstraction::ReplicationCursor {
-                        job: job.clone(),
-                        guid: checked.to.guid,
-                    },
-                )?;
+                let cursor = self.cursor_name(fs, checked.to.guid)?;
                 if let Err(source) = self.backend.bookmark(&to, &cursor).await {
                     return Err(SenderError::CursorNotCreated {
                         filesystem: fs.clone(),
@@ -1143,8 +1170,8 @@ struct Checked {
 /// A send that passed validation.
 #[derive(Debug)]
 struct ValidSend {
-    checked: Checked,
     send: SendRequest,
+    protection: StepProtection,
     used_resume_token: bool,
 }
 
@@ -1563,6 +1590,7 @@ fn plan_destroy(
 mod tests {
     use super::*;
     use crate::version::Txg;
+    use proptest::prelude::*;
 
     fn ds(s: &str) -> DatasetName {
         DatasetName::parse(s).unwrap()
@@ -1948,5 +1976,135 @@ mod tests {
             )),
         };
         assert_eq!(busy.class(), ErrorClass::FILESYSTEM_TEMPORARY);
+    }
+
+    #[test]
+    fn send_options_read_zrepls_keys() {
+        let options: SendOptions = serde_saphyr::from_str(
+            "encrypted: true\nsend_properties: true\nlarge_blocks: true\nembedded_data: true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            options,
+            SendOptions {
+                encrypted: true,
+                send_properties: true,
+                large_blocks: true,
+                embedded_data: true,
+                ..SendOptions::default()
+            }
+        );
+    }
+
+    /// One abstraction on `p/a`: (snapshot 0..4, owner is `push`, kind 0..4).
+    fn arbitrary_found() -> impl Strategy<Value = Vec<(u64, bool, u8)>> {
+        proptest::collection::vec((0u64..4, any::<bool>(), 0u8..5), 0..24)
+    }
+
+    fn make_found(items: &[(u64, bool, u8)]) -> Vec<FoundAbstraction> {
+        items
+            .iter()
+            .map(|&(snap, ours, kind)| {
+                let job = job(if ours { "push" } else { "other" });
+                let guid = Guid(snap + 1);
+                let abstraction = match kind {
+                    0 => Abstraction::StepHold { job },
+                    1 => Abstraction::TentativeCursor { job, guid },
+                    2 => Abstraction::ReplicationCursor { job, guid },
+                    3 => Abstraction::LastReceivedHold { job },
+                    _ => Abstraction::LegacyCursor,
+                };
+                let version = match abstraction.kind().object() {
+                    crate::abstraction::AbstractionObject::Hold => vn(&format!("p/a@s{snap}")),
+                    crate::abstraction::AbstractionObject::Bookmark => {
+                        vn(&format!("p/a#{abstraction}"))
+                    }
+                };
+                found_at(version, abstraction, 10 * (snap + 1))
+            })
+            .collect()
+    }
+
+    fn found_at(version: VersionName, abstraction: Abstraction, txg: u64) -> FoundAbstraction {
+        FoundAbstraction {
+            version,
+            createtxg: Txg(txg),
+            abstraction,
+        }
+    }
+
+    proptest! {
+        /// Whatever is on the pool, a cleanup touches only `push`'s abstractions of the allowed
+        /// kinds, never what the step or the new cursor needs, passes its own second check, and
+        /// leaves nothing of `push`'s it may clean behind.
+        #[test]
+        fn cleanups_touch_only_what_they_may(
+            items in arbitrary_found(),
+            held in proptest::collection::btree_set(0u64..4, 0..3),
+            from_tentative in proptest::option::of(0u64..4),
+            cursor_at in proptest::option::of(0u64..4),
+            post_confirm in any::<bool>(),
+        ) {
+            let push = job("push");
+            let found = make_found(&items);
+            let (kinds, keep): (Vec<AbstractionKind>, Keep) = if post_confirm {
+                let cursor = cursor_at.map(|s| {
+                    let c = Abstraction::ReplicationCursor { job: push.clone(), guid: Guid(s + 1) };
+                    (vn(&format!("p/a#{c}")), Txg(10 * (s + 1)))
+                });
+                (
+                    vec![
+                        AbstractionKind::StepHold,
+                        AbstractionKind::TentativeCursor,
+                        AbstractionKind::ReplicationCursor,
+                    ],
+                    Keep::post_confirm(cursor),
+                )
+            } else {
+                let from_bookmark = from_tentative.map(|s| {
+                    let t = Abstraction::TentativeCursor { job: push.clone(), guid: Guid(s + 1) };
+                    vn(&format!("p/a#{t}"))
+                });
+                let protection = StepProtection {
+                    hold_tag: step_tag(&push),
+                    holds: held.iter().map(|s| vn(&format!("p/a@s{s}"))).collect(),
+                    tentative: Vec::new(),
+                    from_bookmark,
+                };
+                (
+                    vec![AbstractionKind::StepHold, AbstractionKind::TentativeCursor],
+                    Keep::pre_send(&protection),
+                )
+            };
+            let cleanup = plan_cleanup(&found, &push, &kinds, &keep);
+            for item in cleanup.items() {
+                prop_assert!(keep.protects(&item).is_none());
+                prop_assert_eq!(guard(&ds("p/a"), &push, &kinds, &keep, &item), Ok(()));
+            }
+            for f in &found {
+                let planned = match f.abstraction {
+                    Abstraction::StepHold { .. } => cleanup.release.contains(&f.version),
+                    _ => cleanup.destroy.iter().any(|(b, _)| b == &f.version),
+                };
+                let may = f.abstraction.job() == Some(&push)
+                    && kinds.contains(&f.abstraction.kind());
+                let item = match f.abstraction {
+                    Abstraction::StepHold { .. } => CleanupItem::Release { snapshot: &f.version },
+                    _ => CleanupItem::Destroy {
+                        bookmark: &f.version,
+                        abstraction: &f.abstraction,
+                        createtxg: f.createtxg,
+                    },
+                };
+                let kept = keep.protects(&item).is_some();
+                // Releases are of `push`'s tag only, so another job's hold on a snapshot
+                // that `push` also holds is not released even though the snapshot is listed.
+                let by_name = f.abstraction.kind().object()
+                    == crate::abstraction::AbstractionObject::Bookmark;
+                if f.abstraction.job() == Some(&push) || by_name {
+                    prop_assert_eq!(planned, may && !kept, "{:?}", f);
+                }
+            }
+        }
     }
 }
