@@ -1263,3 +1263,38 @@ async fn without_resumable_receive_there_are_no_tokens() {
         format!("s1[] s2[{}]", tag(JOB))
     );
 }
+
+/// What an incremental step into an existing filesystem costs, in backend calls (the module
+/// doc's list): no placeholder work, one hold, one listing, one release.
+#[tokio::test(start_paused = true)]
+async fn an_incremental_receive_costs_what_the_doc_says() {
+    let sim = world();
+    sender_fs(&sim, "src/a", &["s1", "s2"], 1);
+    let ep = sink(&sim);
+    receive_full(&sim, &ep, "src/a@s1").await.unwrap();
+    let before = sim.op_counts();
+    let s = incremental_stream(&sim, "src/a@s1", "src/a@s2").await;
+    let req = request(&sim, "src/a@s2", true, RESUMABLE);
+    ep.receive(&req, s).await.unwrap();
+    let calls: Vec<String> = sim
+        .op_counts()
+        .into_iter()
+        .filter_map(|(op, n)| {
+            let d = n - before.get(&op).copied().unwrap_or(0);
+            (d > 0).then(|| format!("{} {d}", op.command()))
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "zfs list -t snapshot,bookmark 1",
+            "zfs get 2",
+            "zfs hold 1",
+            "zfs release 1",
+            "zfs holds 2",
+            "zfs send 1",
+            "zfs receive 1",
+            "zfs/zpool feature probe 1",
+        ]
+    );
+}
