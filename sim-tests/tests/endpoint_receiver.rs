@@ -1298,3 +1298,61 @@ async fn an_incremental_receive_costs_what_the_doc_says() {
         ]
     );
 }
+
+/// The pruner's back-off lives in the endpoint across prune requests: a filesystem that failed
+/// goes after the others next time.
+#[tokio::test(start_paused = true)]
+async fn prune_remembers_failing_filesystems_across_requests() {
+    let sim = world();
+    sender_fs(&sim, "src/a", &["s1"], 1);
+    sender_fs(&sim, "src/b", &["s1"], 1);
+    let ep = sink(&sim);
+    receive_full(&sim, &ep, "src/a@s1").await.unwrap();
+    receive_full(&sim, &ep, "src/b@s1").await.unwrap();
+    let mut cursors = BTreeMap::new();
+    // `src/a`'s cursor names a snapshot the receiver does not have: its pruning fails.
+    cursors.insert(ds("src/a"), ReplicationCursor::At(Guid(0xbad)));
+    cursors.insert(
+        ds("src/b"),
+        ReplicationCursor::At(version(&sim, "src/b@s1").guid),
+    );
+    let request = PruneReq {
+        filesystems: vec![ds("src/a"), ds("src/b")],
+        rules: KeepRules::new(Vec::new()).unwrap(),
+        cursors: PruneCursors::Given(cursors),
+        protected: Vec::new(),
+    };
+    let order = |report: &zferry_core::engine::pruner::PruneReport| {
+        report
+            .filesystems
+            .iter()
+            .map(|f| {
+                let ok = matches!(f.outcome, FilesystemOutcome::Done { .. });
+                format!("{}{}", f.filesystem, if ok { "" } else { " failed" })
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = ep.prune(&request).await.unwrap();
+    assert_eq!(order(&first), ["src/a failed", "src/b"]);
+    let second = ep.prune(&request).await.unwrap();
+    assert_eq!(order(&second), ["src/b", "src/a failed"]);
+}
+
+/// A pull job with `unspecified` needs no placeholder for a sender pool's root dataset: it is
+/// received directly below root_fs, which must exist.
+#[tokio::test(start_paused = true)]
+async fn a_pull_job_receives_a_pool_root_without_placeholders() {
+    let sim = world();
+    sender_fs(&sim, "src", &["s1"], 1);
+    let ep = endpoint(&sim, config(None, PlaceholderEncryptionConfig::Unspecified));
+    receive_full(&sim, &ep, "src@s1").await.unwrap();
+    assert_eq!(
+        sim.op_count(zferry_core::backend::Operation::CreatePlaceholder),
+        0
+    );
+    assert_eq!(
+        snapshots_with_holds(&sim, "backup/sink/src").await,
+        format!("s1[{}]", tag(JOB))
+    );
+    assert_eq!(listing(&ep.list_filesystems().await.unwrap()), "src");
+}
