@@ -1356,3 +1356,68 @@ async fn a_pull_job_receives_a_pool_root_without_placeholders() {
     );
     assert_eq!(listing(&ep.list_filesystems().await.unwrap()), "src");
 }
+
+/// A stream that, when first read, injects a fault into the sim and then breaks: the fault
+/// lands after everything the receiver did before reading the stream.
+struct Sabotage {
+    sim: SimZfs,
+    fault: Option<Fault>,
+}
+
+impl tokio::io::AsyncRead for Sabotage {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        _buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(fault) = self.fault.take() {
+            self.sim.inject(fault);
+        }
+        std::task::Poll::Ready(Err(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )))
+    }
+}
+
+/// When the placeholder cannot be turned back on after a failed receive, the error says so and
+/// gives the command that repairs it.
+#[tokio::test(start_paused = true)]
+async fn a_failed_restore_of_the_placeholder_says_how_to_repair_it() {
+    let sim = world();
+    sender_fs(&sim, "src/a", &["s1"], 1);
+    sender_fs(&sim, "src/a/b", &["s1"], 1);
+    let ep = sink(&sim);
+    receive_full(&sim, &ep, "src/a/b@s1").await.unwrap();
+    let sabotage = Sabotage {
+        sim: sim.clone(),
+        fault: Some(Fault::Fail {
+            operation: zferry_core::backend::Operation::SetProperty,
+            n_calls: 1,
+            kind: ZfsErrorKind::Other {
+                detail: "permission denied".to_owned(),
+            },
+        }),
+    };
+    let req = request(&sim, "src/a@s1", false, RESUMABLE);
+    let err = receiver_error(ep.receive(&req, Box::pin(sabotage)).await.unwrap_err());
+    let ReceiverError::RestorePlaceholder {
+        receive, restore, ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(receive.kind, ZfsErrorKind::StreamBroken);
+    assert!(
+        matches!(restore.kind, ZfsErrorKind::Other { .. }),
+        "{restore:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("run `zfs set zrepl:placeholder=on backup/sink/host1/src/a` by hand"),
+        "{err}"
+    );
+    assert_eq!(
+        props(&sim, "backup/sink/host1/src/a", &["zrepl:placeholder"]).await,
+        "zrepl:placeholder=off(local)"
+    );
+}
