@@ -882,11 +882,22 @@ async fn hostile_requests_are_refused_without_touching_the_pool() {
         config(Some("host2"), PlaceholderEncryptionConfig::Inherit),
     );
     receive_full(&sim, &host2, "src/a@s1").await.unwrap();
-    let n_events = sim.events().len();
 
     // `..` and absolute paths cannot even be expressed as a filesystem.
     for hostile in ["../host2/src/a", "src/../../host2", "/backup/sink", ""] {
         assert!(DatasetName::parse(hostile).is_err(), "{hostile:?}");
+    }
+    // The root's own name is just another sender path: it maps below the root, where nothing
+    // of that name exists, and the root's snapshot is untouched.
+    sim.user().snapshot(&[v("backup/sink@keep")]).unwrap();
+    let n_events = sim.events().len();
+    let keep = version(&sim, "backup/sink@keep");
+    for root_name in ["backup/sink", "backup/sink/host1"] {
+        let err = ep
+            .destroy_snapshots(&ds(root_name), &[(keep.name.clone(), keep.guid)])
+            .await
+            .unwrap_err();
+        assert_eq!(zfs_kind(err), ZfsErrorKind::DoesNotExist, "{root_name}");
     }
     // A path that fits on the sender but not below the root.
     let long = ds(&format!("src/{}", "x".repeat(240)));
@@ -925,6 +936,7 @@ async fn hostile_requests_are_refused_without_touching_the_pool() {
     assert!(matches!(err, ReceiverError::OwnCursorsRefused), "{err:?}");
 
     assert_eq!(sim.events().len(), n_events, "{:?}", daemon_events(&sim));
+    assert!(sim.version(&v("backup/sink@keep")).is_some());
     assert_eq!(
         snapshots_with_holds(&sim, "backup/sink/host2/src/a").await,
         format!("s1[{}]", tag(JOB))
