@@ -882,11 +882,22 @@ async fn hostile_requests_are_refused_without_touching_the_pool() {
         config(Some("host2"), PlaceholderEncryptionConfig::Inherit),
     );
     receive_full(&sim, &host2, "src/a@s1").await.unwrap();
-    let n_events = sim.events().len();
 
     // `..` and absolute paths cannot even be expressed as a filesystem.
     for hostile in ["../host2/src/a", "src/../../host2", "/backup/sink", ""] {
         assert!(DatasetName::parse(hostile).is_err(), "{hostile:?}");
+    }
+    // The root's own name is just another sender path: it maps below the root, where nothing
+    // of that name exists, and the root's snapshot is untouched.
+    sim.user().snapshot(&[v("backup/sink@keep")]).unwrap();
+    let n_events = sim.events().len();
+    let keep = version(&sim, "backup/sink@keep");
+    for root_name in ["backup/sink", "backup/sink/host1"] {
+        let err = ep
+            .destroy_snapshots(&ds(root_name), &[(keep.name.clone(), keep.guid)])
+            .await
+            .unwrap_err();
+        assert_eq!(zfs_kind(err), ZfsErrorKind::DoesNotExist, "{root_name}");
     }
     // A path that fits on the sender but not below the root.
     let long = ds(&format!("src/{}", "x".repeat(240)));
@@ -925,6 +936,7 @@ async fn hostile_requests_are_refused_without_touching_the_pool() {
     assert!(matches!(err, ReceiverError::OwnCursorsRefused), "{err:?}");
 
     assert_eq!(sim.events().len(), n_events, "{:?}", daemon_events(&sim));
+    assert!(sim.version(&v("backup/sink@keep")).is_some());
     assert_eq!(
         snapshots_with_holds(&sim, "backup/sink/host2/src/a").await,
         format!("s1[{}]", tag(JOB))
@@ -1261,5 +1273,163 @@ async fn without_resumable_receive_there_are_no_tokens() {
     assert_eq!(
         snapshots_with_holds(&sim, "backup/sink/host1/src/a").await,
         format!("s1[] s2[{}]", tag(JOB))
+    );
+}
+
+/// What an incremental step into an existing filesystem costs, in backend calls (the module
+/// doc's list): no placeholder work, one hold, one listing, one release.
+#[tokio::test(start_paused = true)]
+async fn an_incremental_receive_costs_what_the_doc_says() {
+    let sim = world();
+    sender_fs(&sim, "src/a", &["s1", "s2"], 1);
+    let ep = sink(&sim);
+    receive_full(&sim, &ep, "src/a@s1").await.unwrap();
+    let before = sim.op_counts();
+    let s = incremental_stream(&sim, "src/a@s1", "src/a@s2").await;
+    let req = request(&sim, "src/a@s2", true, RESUMABLE);
+    ep.receive(&req, s).await.unwrap();
+    let calls: Vec<String> = sim
+        .op_counts()
+        .into_iter()
+        .filter_map(|(op, n)| {
+            let d = n - before.get(&op).copied().unwrap_or(0);
+            (d > 0).then(|| format!("{} {d}", op.command()))
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "zfs list -t snapshot,bookmark 1",
+            "zfs get 2",
+            "zfs hold 1",
+            "zfs release 1",
+            "zfs holds 2",
+            "zfs send 1",
+            "zfs receive 1",
+            "zfs/zpool feature probe 1",
+        ]
+    );
+}
+
+/// The pruner's back-off lives in the endpoint across prune requests: a filesystem that failed
+/// goes after the others next time.
+#[tokio::test(start_paused = true)]
+async fn prune_remembers_failing_filesystems_across_requests() {
+    let sim = world();
+    sender_fs(&sim, "src/a", &["s1"], 1);
+    sender_fs(&sim, "src/b", &["s1"], 1);
+    let ep = sink(&sim);
+    receive_full(&sim, &ep, "src/a@s1").await.unwrap();
+    receive_full(&sim, &ep, "src/b@s1").await.unwrap();
+    let mut cursors = BTreeMap::new();
+    // `src/a`'s cursor names a snapshot the receiver does not have: its pruning fails.
+    cursors.insert(ds("src/a"), ReplicationCursor::At(Guid(0xbad)));
+    cursors.insert(
+        ds("src/b"),
+        ReplicationCursor::At(version(&sim, "src/b@s1").guid),
+    );
+    let request = PruneReq {
+        filesystems: vec![ds("src/a"), ds("src/b")],
+        rules: KeepRules::new(Vec::new()).unwrap(),
+        cursors: PruneCursors::Given(cursors),
+        protected: Vec::new(),
+    };
+    let order = |report: &zferry_core::engine::pruner::PruneReport| {
+        report
+            .filesystems
+            .iter()
+            .map(|f| {
+                let ok = matches!(f.outcome, FilesystemOutcome::Done { .. });
+                format!("{}{}", f.filesystem, if ok { "" } else { " failed" })
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = ep.prune(&request).await.unwrap();
+    assert_eq!(order(&first), ["src/a failed", "src/b"]);
+    let second = ep.prune(&request).await.unwrap();
+    assert_eq!(order(&second), ["src/b", "src/a failed"]);
+}
+
+/// A pull job with `unspecified` needs no placeholder for a sender pool's root dataset: it is
+/// received directly below root_fs, which must exist.
+#[tokio::test(start_paused = true)]
+async fn a_pull_job_receives_a_pool_root_without_placeholders() {
+    let sim = world();
+    sender_fs(&sim, "src", &["s1"], 1);
+    let ep = endpoint(&sim, config(None, PlaceholderEncryptionConfig::Unspecified));
+    receive_full(&sim, &ep, "src@s1").await.unwrap();
+    assert_eq!(
+        sim.op_count(zferry_core::backend::Operation::CreatePlaceholder),
+        0
+    );
+    assert_eq!(
+        snapshots_with_holds(&sim, "backup/sink/src").await,
+        format!("s1[{}]", tag(JOB))
+    );
+    assert_eq!(listing(&ep.list_filesystems().await.unwrap()), "src");
+}
+
+/// A stream that, when first read, injects a fault into the sim and then breaks: the fault
+/// lands after everything the receiver did before reading the stream.
+struct Sabotage {
+    sim: SimZfs,
+    fault: Option<Fault>,
+}
+
+impl tokio::io::AsyncRead for Sabotage {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        _buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(fault) = self.fault.take() {
+            self.sim.inject(fault);
+        }
+        std::task::Poll::Ready(Err(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )))
+    }
+}
+
+/// When the placeholder cannot be turned back on after a failed receive, the error says so and
+/// gives the command that repairs it.
+#[tokio::test(start_paused = true)]
+async fn a_failed_restore_of_the_placeholder_says_how_to_repair_it() {
+    let sim = world();
+    sender_fs(&sim, "src/a", &["s1"], 1);
+    sender_fs(&sim, "src/a/b", &["s1"], 1);
+    let ep = sink(&sim);
+    receive_full(&sim, &ep, "src/a/b@s1").await.unwrap();
+    let sabotage = Sabotage {
+        sim: sim.clone(),
+        fault: Some(Fault::Fail {
+            operation: zferry_core::backend::Operation::SetProperty,
+            n_calls: 1,
+            kind: ZfsErrorKind::Other {
+                detail: "permission denied".to_owned(),
+            },
+        }),
+    };
+    let req = request(&sim, "src/a@s1", false, RESUMABLE);
+    let err = receiver_error(ep.receive(&req, Box::pin(sabotage)).await.unwrap_err());
+    let ReceiverError::RestorePlaceholder {
+        receive, restore, ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(receive.kind, ZfsErrorKind::StreamBroken);
+    assert!(
+        matches!(restore.kind, ZfsErrorKind::Other { .. }),
+        "{restore:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("run `zfs set zrepl:placeholder=on backup/sink/host1/src/a` by hand"),
+        "{err}"
+    );
+    assert_eq!(
+        props(&sim, "backup/sink/host1/src/a", &["zrepl:placeholder"]).await,
+        "zrepl:placeholder=off(local)"
     );
 }

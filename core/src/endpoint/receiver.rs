@@ -31,6 +31,18 @@
 //! this job's last-received holds on the filesystem are released. Holds of other jobs are never
 //! touched.
 //!
+//! # Costs, in backend calls
+//!
+//! - `list_filesystems`: `features`, one `list_datasets` (placeholder property and resume token),
+//!   and one `get_properties` per dataset whose placeholder value is `on`, because a listing
+//!   carries no property sources and only a *local* `on` makes a placeholder. Datasets received
+//!   below a placeholder inherit `on`, so on a sink (whose client-identity dataset is a
+//!   placeholder) that is one call per received filesystem that is not itself a replaced
+//!   placeholder. A listing with sources in the backend trait would make it one call.
+//! - `receive` of an incremental step into an existing filesystem: `get_properties` of the
+//!   parent (it exists, so no placeholder is needed), `features`, `get_properties` of the target,
+//!   the receive, `hold`, `list_versions`, `holds` per snapshot with holds, and one `release`.
+//!
 //! What it never does: receive with `-F` into anything but a placeholder, destroy a snapshot
 //! whose GUID is not the one asked for, or read any dataset outside its `root_fs`.
 
@@ -340,6 +352,18 @@ pub enum ReceiverError {
         /// The tag.
         tag: String,
     },
+    /// The release of this job's older holds would have released the new one (the second
+    /// check; a bug).
+    #[error(
+        "refusing to release `{tag}` from `{snapshot}`: it protects the snapshot just \
+         received; this is a bug in zferry, please report it"
+    )]
+    ReleaseRefused {
+        /// The snapshot just received.
+        snapshot: VersionName,
+        /// The tag.
+        tag: String,
+    },
     /// A prune request asked the receiver for its own cursors.
     #[error(
         "a receiver has no replication cursors: its pruning needs the sender's cursors given \
@@ -385,6 +409,7 @@ impl Classify for ReceiverError {
             | Self::ReceivedMismatch { .. }
             | Self::FindHolds { .. }
             | Self::HoldNotPlaced { .. }
+            | Self::ReleaseRefused { .. }
             | Self::TooMany { .. } => ErrorClass::FILESYSTEM_PERMANENT,
         }
     }
@@ -814,11 +839,16 @@ impl ReceiverEndpoint {
         }
         // The second check of the release: never the hold that protects the new `to`.
         let releases_to = release.contains(&to_name);
-        #[cfg(any(test, debug_assertions))]
-        assert!(
-            !(hold_on_to && releases_to),
-            "would release the new last-received hold on {to_name}"
-        );
+        if hold_on_to && releases_to {
+            let error = ReceiverError::ReleaseRefused {
+                snapshot: to_name,
+                tag: tag.to_owned(),
+            };
+            #[cfg(any(test, debug_assertions))]
+            panic!("{error}");
+            #[cfg(not(any(test, debug_assertions)))]
+            return Err(error.into());
+        }
         self.root.assert_before(local, DestructiveAction::Release)?;
         self.backend().release(tag, &release).await?;
         if releases_to {
@@ -887,9 +917,17 @@ impl Endpoint for ReceiverEndpoint {
                 continue;
             };
             let placeholder_value = entry.properties.first().map(String::as_str);
-            // Only a local `on` makes a placeholder; children inherit the value, so ask.
-            let is_placeholder = placeholder_value == Some(PLACEHOLDER_ON)
-                && is_local_placeholder(self.backend(), &entry.name).await?;
+            // Only a local `on` makes a placeholder; children inherit the value, so ask. One
+            // that vanished since the listing (an aborted receive) is not listed.
+            let is_placeholder = if placeholder_value == Some(PLACEHOLDER_ON) {
+                match is_local_placeholder(self.backend(), &entry.name).await {
+                    Ok(local_on) => local_on,
+                    Err(e) if e.kind == ZfsErrorKind::DoesNotExist => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                false
+            };
             let resume_token = entry
                 .properties
                 .get(1)
