@@ -9,7 +9,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use zferry_core::backend::{Operation, VersionTypes, ZfsBackend};
+use zferry_core::backend::{Operation, VersionTypes, ZfsBackend, ZfsErrorKind};
 use zferry_core::clock::{Clock, TokioClock};
 use zferry_core::endpoint::receiver::{
     PlaceholderEncryptionConfig, ReceiverConfig, ReceiverEndpoint,
@@ -17,7 +17,8 @@ use zferry_core::endpoint::receiver::{
 use zferry_core::endpoint::sender::{SendOptions, SenderConfig, SenderEndpoint};
 use zferry_core::endpoint::{EndpointError, Guarantee, Protection, Receiver, Sender};
 use zferry_core::engine::pruner::KeptReason;
-use zferry_core::engine::replication::report::RunState;
+use zferry_core::engine::replication::report::{FilesystemState, ReportHandle, RunState};
+use zferry_core::engine::replication::{DriverConfig, Replication, RunOutcome};
 use zferry_core::engine::snapper::{
     HookResult, HookRunner, PeriodicConfig, Snapshotting, SnapshottingConfig,
 };
@@ -741,4 +742,134 @@ async fn reset_cancels_and_a_wakeup_during_a_run_is_kept() {
     for fs in &world.replicated {
         assert_eq!(world.snapshots(&receiver_path(fs)).len(), 1, "{fs}");
     }
+}
+
+/// The driver alone over the two endpoints of `world`.
+fn replication(world: &World, config: DriverConfig) -> Replication {
+    Replication::new(
+        world.sender("push"),
+        world.receiver("sink", "dst/sink", Some("host1")),
+        config,
+        ReportHandle::default(),
+    )
+}
+
+/// The daemon's completed receives, by receiving dataset, in order.
+fn receives(world: &World) -> Vec<String> {
+    world
+        .sim
+        .events()
+        .into_iter()
+        .filter(|e| e.actor == Actor::Daemon && e.action == Action::Receive)
+        .map(|e| e.object)
+        .collect()
+}
+
+/// A filesystem whose receive is busy twice is retried after back-offs of 1 s and 2 s, after
+/// the healthy filesystems had their turn, and the run completes in one attempt.
+#[tokio::test(start_paused = true)]
+async fn a_temporarily_failing_filesystem_is_retried_after_the_others() {
+    let mut world = World::new();
+    let driver = replication(&world, DriverConfig::default());
+    world.snapshot_round();
+    assert_eq!(driver.run().await, RunOutcome::Done);
+    let second = world.snapshot_round();
+    world.sim.inject(Fault::FailOn {
+        operation: Operation::Receive,
+        dataset: receiver_path(&ds("src/data/a b")),
+        n_calls: 2,
+        kind: ZfsErrorKind::Busy,
+    });
+    let before = receives(&world).len();
+    let started = tokio::time::Instant::now();
+    assert_eq!(driver.run().await, RunOutcome::Done);
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let report = driver.report().snapshot();
+    assert_eq!(report.attempts.len(), 1, "{report}");
+    let order: Vec<String> = receives(&world)[before..].to_vec();
+    assert_eq!(
+        order,
+        [
+            format!("dst/sink/host1/src/data@{second}"),
+            format!("dst/sink/host1/src/data/a b/c@{second}"),
+            format!("dst/sink/host1/src/data/a b@{second}"),
+        ]
+    );
+}
+
+/// A filesystem that fails for good does not stop the others; the run fails naming it.
+#[tokio::test(start_paused = true)]
+async fn a_permanently_failing_filesystem_does_not_block_the_others() {
+    let mut world = World::new();
+    let driver = replication(&world, DriverConfig::default());
+    world.snapshot_round();
+    assert_eq!(driver.run().await, RunOutcome::Done);
+    world.snapshot_round();
+    world.sim.inject(Fault::FailOn {
+        operation: Operation::Receive,
+        dataset: receiver_path(&ds("src/data")),
+        n_calls: 1,
+        kind: ZfsErrorKind::Other {
+            detail: "injected".to_owned(),
+        },
+    });
+    let outcome = driver.run().await;
+    let RunOutcome::Failed { reason } = outcome else {
+        panic!("not failed: {outcome:?}");
+    };
+    assert!(
+        reason.starts_with("1 filesystem error; the last: src/data:"),
+        "{reason}"
+    );
+    let report = driver.report().snapshot();
+    let attempt = report.attempt().unwrap();
+    assert_eq!(
+        attempt.filesystems[&ds("src/data")].state,
+        FilesystemState::StepError
+    );
+    for fs in ["src/data/a b", "src/data/a b/c"] {
+        assert_eq!(
+            attempt.filesystems[&ds(fs)].state,
+            FilesystemState::Done,
+            "{report}"
+        );
+        assert_eq!(world.snapshots(&receiver_path(&ds(fs))).len(), 2, "{fs}");
+    }
+    // The next run picks it up.
+    assert_eq!(driver.run().await, RunOutcome::Done);
+    assert_eq!(world.snapshots(&receiver_path(&ds("src/data"))).len(), 2);
+}
+
+/// A filesystem whose step keeps failing with a temporary error is retried a bounded number of
+/// times (planning again in between does not reset the count), then stops for this run.
+#[tokio::test(start_paused = true)]
+async fn retries_of_a_filesystem_are_bounded() {
+    let mut world = World::new();
+    let driver = replication(&world, DriverConfig::default());
+    world.snapshot_round();
+    assert_eq!(driver.run().await, RunOutcome::Done);
+    world.snapshot_round();
+    world.sim.inject(Fault::FailOn {
+        operation: Operation::Receive,
+        dataset: receiver_path(&ds("src/data/a b/c")),
+        n_calls: 100,
+        kind: ZfsErrorKind::Busy,
+    });
+    let outcome = driver.run().await;
+    assert!(matches!(outcome, RunOutcome::Failed { .. }), "{outcome:?}");
+    let report = driver.report().snapshot();
+    let c = &report.attempt().unwrap().filesystems[&ds("src/data/a b/c")];
+    assert_eq!(c.state, FilesystemState::StepError, "{report}");
+    assert_eq!(
+        c.n_errors,
+        zferry_core::error_class::FILESYSTEM_ERRORS_MAX,
+        "{report}"
+    );
+    let receive_calls = world.sim.op_count(Operation::Receive);
+    // 3 + 3 for the first run, then 2 healthy receives and 3 failed tries of `c`.
+    assert_eq!(receive_calls, 3 + 2 + 3, "{report}");
 }

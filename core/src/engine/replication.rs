@@ -629,7 +629,7 @@ fn handle(
                 r.current_step = 0;
                 r.notes.extend(notes);
             });
-            Ok(())
+            Ok(StepOutcome::Neutral)
         }
         Work::Stepped(Ok(())) => {
             let index = run.step_index;
@@ -641,7 +641,7 @@ fn handle(
                 }
                 r.current_step = index + 1;
             });
-            Ok(())
+            Ok(StepOutcome::Succeeded)
         }
         Work::Planned(Err(e)) => Err((e, FilesystemState::PlanningError)),
         Work::Stepped(Err(e)) => {
@@ -656,11 +656,15 @@ fn handle(
     };
     let token = slots.remove(fs)?;
     match result {
-        Ok(()) => {
-            if let Err(e) = queue.complete(token, StepOutcome::Succeeded) {
-                return Some(Handled::AttemptError(ErrorClass::FATAL, e.to_string()));
-            }
-            ctx.report.update_fs(fs, |r| r.n_errors = 0);
+        Ok(outcome) => {
+            // Only a completed step clears the error count; planning again after a failed
+            // step must not, or a step that fails every time would be retried forever.
+            let completed = match queue.complete(token, outcome) {
+                Ok(c) => c,
+                Err(e) => return Some(Handled::AttemptError(ErrorClass::FATAL, e.to_string())),
+            };
+            ctx.report
+                .update_fs(fs, |r| r.n_errors = completed.n_errors);
             if run.step_index >= run.steps.len() {
                 run.state = FilesystemState::Done;
                 run.present = true;
@@ -717,7 +721,12 @@ fn handle(
                 FilesystemDecision::StopFilesystem => {
                     run.state = failed_state;
                     record_fs_error(ctx, fs, failed_state, &error);
-                    Some(Handled::FilesystemError(class, text))
+                    // The filesystem used up its retries (or its error is permanent): for this
+                    // run it has failed for good, and another attempt would only repeat that.
+                    Some(Handled::FilesystemError(
+                        ErrorClass::FILESYSTEM_PERMANENT,
+                        text,
+                    ))
                 }
                 FilesystemDecision::StopAttempt => {
                     run.state = failed_state;
