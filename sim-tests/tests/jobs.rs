@@ -20,12 +20,12 @@ use zferry_core::engine::pruner::KeptReason;
 use zferry_core::engine::replication::report::{FilesystemState, ReportHandle, RunState};
 use zferry_core::engine::replication::{DriverConfig, Replication, RunOutcome};
 use zferry_core::engine::snapper::{
-    HookResult, HookRunner, PeriodicConfig, Snapshotting, SnapshottingConfig,
+    HookResult, HookRunner, PeriodicConfig, Snapshotter, Snapshotting, SnapshottingConfig,
 };
 use zferry_core::filter::Filter;
 use zferry_core::job::active::{ActiveJob, ActiveJobConfig, PhaseOutcome, PruneMode, Trigger};
 use zferry_core::job::local::{Listener, LocalHub, LocalPull, LocalPush};
-use zferry_core::job::passive::SinkJob;
+use zferry_core::job::passive::{SinkJob, SourceJob};
 use zferry_core::job::push::{PushJob, PushSnapshotting};
 use zferry_core::job_id::JobId;
 use zferry_core::name::{Component, DatasetName, VersionName};
@@ -872,4 +872,68 @@ async fn retries_of_a_filesystem_are_bounded() {
     let receive_calls = world.sim.op_count(Operation::Receive);
     // 3 + 3 for the first run, then 2 healthy receives and 3 failed tries of `c`.
     assert_eq!(receive_calls, 3 + 2 + 3, "{report}");
+}
+
+/// A week of pull: the source job's own snapshotter takes hourly snapshots (waking nobody),
+/// the pull job runs every two hours; pruning keeps the last 12 on the source and 100 on the
+/// puller.
+#[tokio::test(start_paused = true)]
+async fn pull_from_a_source_with_its_snapshotter_for_a_week() {
+    let world = World::new();
+    let hub = Arc::new(LocalHub::default());
+    let snapshotter = Snapshotter::new(
+        world.backend(),
+        world.clock.clone(),
+        Arc::new(NoHooks),
+        World::filter(),
+        hourly("zferry_"),
+        None,
+    );
+    let source = SourceJob::new(world.sender("source"), Some(snapshotter));
+    hub.register("source", source.listener());
+    let connect = LocalPull {
+        hub: Arc::clone(&hub),
+        listener: "source".to_owned(),
+        receiver: world.receiver("pull", "dst/sink", None),
+    };
+    let pull = Arc::new(ActiveJob::new(
+        ActiveJobConfig::new(job("pull"), last_n(12), last_n(100)),
+        Arc::new(connect),
+        world.clock.clone(),
+    ));
+    let signals = pull.signals();
+    let source_running = tokio::spawn(source.run(signals.subscribe_shutdown()));
+    let pull_running = {
+        let pull = Arc::clone(&pull);
+        tokio::spawn(async move { pull.run(Trigger::Interval(2 * HOUR)).await })
+    };
+    // Pulls at 0h, 2h, ... 168h; the last snapshot is the one of 168h (taken right before or
+    // after that pull), so stop after the pull at 170h.
+    tokio::time::sleep(7 * 24 * HOUR + 2 * HOUR + HOUR / 4).await;
+    signals.shutdown();
+    source_running.await.unwrap();
+    pull_running.await.unwrap();
+    let status = pull.status();
+    let last = status.invocations.last().unwrap();
+    assert!(last.number >= 85, "{}", last.number);
+    for invocation in &status.invocations {
+        assert_eq!(invocation.replication, PhaseOutcome::Done, "{invocation:?}");
+    }
+    for fs in &world.replicated {
+        let pulled = ds(&format!("dst/sink/{fs}"));
+        assert_eq!(world.snapshots(fs).len(), 12, "{fs}");
+        assert_eq!(world.snapshots(&pulled).len(), 100, "{fs}");
+        assert_eq!(world.newest(&pulled).guid, world.newest(fs).guid, "{fs}");
+        assert_eq!(
+            world.abstractions(fs).await,
+            vec![world.cursor(fs, "source")]
+        );
+        assert_eq!(
+            world.abstractions(&pulled).await,
+            vec![format!(
+                "@{}:zrepl_last_received_J_pull",
+                world.newest(fs).name
+            )]
+        );
+    }
 }

@@ -7,6 +7,7 @@ use crate::backend::ZfsBackend;
 use crate::endpoint::receiver::{ReceiverConfig, ReceiverEndpoint};
 use crate::endpoint::sender::SenderEndpoint;
 use crate::endpoint::{EndpointError, Receiver, Sender};
+use crate::engine::snapper::Snapshotter;
 use crate::job::local::Listener;
 use crate::name::Component;
 
@@ -46,16 +47,29 @@ impl SinkJob {
     }
 }
 
-/// A source: one sender endpoint for every client.
-#[derive(Debug, Clone)]
+/// A source: one sender endpoint for every client, and its own snapshotter.
+#[derive(Debug)]
 pub struct SourceJob {
     sender: Arc<SenderEndpoint>,
+    snapshotter: Option<Snapshotter>,
 }
 
 impl SourceJob {
-    /// A source serving `sender`.
-    pub fn new(sender: Arc<SenderEndpoint>) -> Self {
-        Self { sender }
+    /// A source serving `sender`; `snapshotter` (built without a notify channel: a source's
+    /// rounds wake nobody, as in zrepl) runs in [`SourceJob::run`].
+    pub fn new(sender: Arc<SenderEndpoint>, snapshotter: Option<Snapshotter>) -> Self {
+        Self {
+            sender,
+            snapshotter,
+        }
+    }
+
+    /// Runs the snapshotter (if any) until `shutdown`; the sender is served through the
+    /// listener meanwhile.
+    pub async fn run(self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        if let Some(snapshotter) = self.snapshotter {
+            snapshotter.run(shutdown).await;
+        }
     }
 
     /// The listener to register in a [`crate::job::local::LocalHub`].
