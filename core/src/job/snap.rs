@@ -90,8 +90,8 @@ pub enum SnapJobConfigError {
     Snapshotting {
         /// The job.
         job: JobId,
-        /// Why.
-        source: SnapshottingConfigError,
+        /// Why (boxed: the error is large and config errors are rare).
+        source: Box<SnapshottingConfigError>,
     },
     /// A `not_replicated` keep rule in a job that does not replicate.
     #[error(
@@ -140,7 +140,7 @@ impl SnapJobConfig {
                 .build()
                 .map_err(|source| SnapJobConfigError::Snapshotting {
                     job: self.name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         Ok(SnapJobSpec {
             name: self.name.clone(),
