@@ -538,3 +538,54 @@ async fn dropping_the_shutdown_sender_stops_the_loop_too() {
     run.task.await.unwrap();
     assert_eq!(run.report.borrow().state, State::Stopped);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_report_shows_each_phase_of_a_round_while_it_runs() {
+    const T0: &str = "2026-01-05T00:00:00Z";
+    let (sim, clock) = world(T0, &["tank", "tank/a"]);
+    sim.inject_all([
+        Fault::Delay {
+            operation: Operation::ListDatasets,
+            n_calls: 1,
+            duration: 10 * Duration::from_secs(1),
+        },
+        Fault::Delay {
+            operation: Operation::Snapshot,
+            n_calls: 1,
+            duration: 10 * Duration::from_secs(1),
+        },
+    ]);
+    let run = start(
+        &sim,
+        clock,
+        filter(&[("tank/a", true)]),
+        snapshotting("type: cron\nprefix: zrepl_\ncron: \"0 * * * *\"\n"),
+        arc(NoHooks),
+    );
+    sleep(Duration::from_secs(1)).await;
+    let report = run.report();
+    assert_eq!(report.state, State::Waiting);
+    assert_eq!(report.sleep_until, Some(ts("2026-01-05T01:00:00Z")));
+    // The round starts at 01:00; listing takes 10 s, then the snapshot call 10 s.
+    sleep(HOUR).await;
+    let report = run.report();
+    assert_eq!((report.state, report.sleep_until), (State::Planning, None));
+    sleep(10 * Duration::from_secs(1)).await;
+    let report = run.report();
+    assert_eq!(report.state, State::Snapshotting);
+    let round = report.round.unwrap();
+    assert_eq!(round.name.unwrap().as_str(), "zrepl_20260105_010000_000");
+    assert_eq!(round.filesystems[0].state, FsState::Snapshotting);
+    sleep(10 * Duration::from_secs(1)).await;
+    let report = run.report();
+    assert_eq!(report.state, State::Waiting);
+    assert_eq!(report.sleep_until, Some(ts("2026-01-05T02:00:00Z")));
+    let round = report.round.unwrap();
+    assert_eq!(round.filesystems[0].state, FsState::Done);
+    assert_eq!(
+        round.finished_at.unwrap(),
+        ts("2026-01-05T01:00:20Z"),
+        "{round:?}"
+    );
+    run.stop().await;
+}
