@@ -589,3 +589,68 @@ async fn the_report_shows_each_phase_of_a_round_while_it_runs() {
     );
     run.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_sync_up_waits_one_interval_then_snapshots() {
+    const T0: &str = "2026-01-05T00:00:00Z";
+    let (sim, clock) = world(T0, &["tank", "tank/a"]);
+    sim.inject(Fault::Fail {
+        operation: Operation::ListVersions,
+        n_calls: 1,
+        kind: ZfsErrorKind::Other {
+            detail: "exit status 1".into(),
+        },
+    });
+    let mut run = start(
+        &sim,
+        clock,
+        filter(&[("tank/a", true)]),
+        snapshotting(HOURLY),
+        arc(NoHooks),
+    );
+    sleep(MINUTE).await;
+    let report = run.report();
+    assert_eq!(report.state, State::SyncUpErrorWait);
+    assert_eq!(report.sleep_until, Some(ts("2026-01-05T01:00:00Z")));
+    let error = report.last_error.unwrap();
+    assert!(matches!(error, SnapshotterError::List(_)), "{error:?}");
+    assert!(error.to_string().contains("cannot list"), "{error}");
+    assert!(run.notices().is_empty());
+    sleep(HOUR).await;
+    assert_eq!(
+        taken(&sim, "tank/a", T0),
+        ["zrepl_20260105_010000_000@3600"]
+    );
+    let report = run.report();
+    assert_eq!((report.state, report.last_error), (State::Waiting, None));
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn cron_fires_that_pass_during_a_long_round_are_skipped_and_counted() {
+    const T0: &str = "2026-01-05T00:00:30Z";
+    let (sim, clock) = world(T0, &["tank", "tank/a"]);
+    // The first round's snapshot call takes 150 s: the fires at 00:02 and 00:03 pass.
+    sim.inject(Fault::Delay {
+        operation: Operation::Snapshot,
+        n_calls: 1,
+        duration: Duration::from_secs(150),
+    });
+    let run = start(
+        &sim,
+        clock,
+        filter(&[("tank/a", true)]),
+        snapshotting("type: cron\nprefix: zrepl_\ncron: \"* * * * *\"\n"),
+        arc(NoHooks),
+    );
+    sleep(5 * MINUTE - Duration::from_secs(31)).await;
+    let names: Vec<String> = snapshots(&sim, "tank/a").into_iter().map(|s| s.0).collect();
+    assert_eq!(
+        names,
+        ["zrepl_20260105_000100_000", "zrepl_20260105_000400_000"]
+    );
+    let report = run.report();
+    assert_eq!(report.n_fires_skipped, 2);
+    assert_eq!(report.n_rounds, 2);
+    run.stop().await;
+}
