@@ -654,3 +654,37 @@ async fn cron_fires_that_pass_during_a_long_round_are_skipped_and_counted() {
     assert_eq!(report.n_rounds, 2);
     run.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_round_finishes_it_so_post_hooks_undo_pre_hooks() {
+    const T0: &str = "2026-01-05T00:00:00Z";
+    let (sim, clock) = world(T0, &["tank", "tank/a"]);
+    sim.inject(Fault::Delay {
+        operation: Operation::Snapshot,
+        n_calls: 1,
+        duration: Duration::from_secs(10),
+    });
+    let hooks = arc(FakeHooks::new(&sim));
+    let config = "type: periodic
+prefix: zrepl_
+interval: 1h
+hooks: [{type: command, path: /hooks/lock}]
+";
+    let run = start(
+        &sim,
+        clock,
+        filter(&[("tank/a", true)]),
+        snapshotting(config),
+        hooks.clone(),
+    );
+    sleep(Duration::from_secs(4)).await;
+    assert_eq!(run.report().state, State::Snapshotting);
+    // The snapshot call has 6 s to go; the stop waits for it and for the post edge.
+    assert_eq!(run.stop().await, Duration::from_secs(6));
+    let edges: Vec<String> = hooks
+        .calls()
+        .iter()
+        .map(|c| format!("{} {}", c.env["ZREPL_HOOKTYPE"], c.snapshot_existed))
+        .collect();
+    assert_eq!(edges, ["pre_snapshot false", "post_snapshot true"]);
+}
