@@ -164,7 +164,7 @@ pruning:
 ";
 
 #[tokio::test(start_paused = true)]
-async fn a_wakeup_prunes_without_snapshotting_and_one_more_waits() {
+async fn a_wakeup_prunes_without_snapshotting_and_one_sent_during_a_run_waits() {
     let (sim, clock) = world("2026-03-02T00:00:00Z", &["tank", "tank/a"]);
     for i in 1..=5 {
         sim.user()
@@ -183,6 +183,24 @@ async fn a_wakeup_prunes_without_snapshotting_and_one_more_waits() {
     let last = report.pruning.last.unwrap();
     assert_eq!(last.trigger, PruneTrigger::Wakeup);
     assert_eq!(last.result.unwrap().n_destroyed(), 3);
+
+    // A wakeup during a pruning run waits for it (zrepl would drop it), a second one finds it
+    // pending.
+    sim.inject(Fault::Delay {
+        operation: Operation::ListDatasets,
+        n_calls: 1,
+        duration: Duration::from_secs(10),
+    });
+    sim.user().snapshot(&[snap("tank/a@s6")]).unwrap();
+    run.handle.wakeup().unwrap();
+    sleep(Duration::from_secs(5)).await;
+    assert!(run.handle.report().pruning.running_since.is_some());
+    assert_eq!(run.handle.wakeup(), Ok(()));
+    assert_eq!(run.handle.wakeup(), Err(WakeupError::AlreadyPending));
+    sim.user().snapshot(&[snap("tank/a@s7")]).unwrap();
+    sleep(Duration::from_secs(10)).await;
+    assert_eq!(run.handle.report().pruning.n_runs, 3);
+    assert_eq!(names(&sim, "tank/a"), ["s6", "s7"].map(String::from).into());
 
     let handle = run.handle.clone();
     assert_eq!(run.stop().await, Duration::ZERO);
