@@ -98,6 +98,11 @@ pub const HOOK_OUTPUT_BYTES_MAX: usize = 1024 * 1024;
 /// gives up on the invocation (a runner is expected to kill the hook at the timeout itself).
 pub const HOOK_TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 
+/// The most output of one stream of one hook invocation the report keeps, in bytes (the end of
+/// it, where errors usually are): the report holds every filesystem's hook table, so what a
+/// runner captured ([`HOOK_OUTPUT_BYTES_MAX`]) is cut further for it.
+pub const HOOK_REPORT_OUTPUT_BYTES_MAX: usize = 4 * 1024;
+
 /// The most skipped cron fire times counted after one long round.
 pub const CRON_SKIPPED_COUNT_MAX: u64 = 10_000;
 
@@ -670,7 +675,8 @@ pub struct HookStepReport {
     pub hook: String,
     /// What became of it.
     pub status: StepStatus,
-    /// The invocation's result, once it ran.
+    /// The invocation's result once it ran, each output stream cut to its last
+    /// [`HOOK_REPORT_OUTPUT_BYTES_MAX`] bytes.
     pub result: Option<HookResult>,
 }
 
@@ -1142,6 +1148,7 @@ impl Snapshotter {
                 Ok(result) => result,
                 Err(_) => HookResult::new(HookExit::TimedOut),
             };
+            let result = shorten_for_report(result);
             let outcome = if result.succeeded() {
                 Outcome::Succeeded
             } else {
@@ -1293,6 +1300,21 @@ pub async fn matching_filesystems(
 async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
     // An error means the sender was dropped: nobody can ask any more, so that is a stop too.
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Keeps the last [`HOOK_REPORT_OUTPUT_BYTES_MAX`] bytes of each output stream.
+fn shorten_for_report(mut result: HookResult) -> HookResult {
+    for text in [&mut result.stdout, &mut result.stderr] {
+        if text.len() > HOOK_REPORT_OUTPUT_BYTES_MAX {
+            let mut start = text.len() - HOOK_REPORT_OUTPUT_BYTES_MAX;
+            while !text.is_char_boundary(start) {
+                start += 1;
+            }
+            text.drain(..start);
+            result.output_truncated = true;
+        }
+    }
+    result
 }
 
 fn record(plan: &mut HookPlan, outcome: Outcome) {

@@ -140,3 +140,21 @@ fn hook_results_and_exits_read_well() {
     );
     assert_eq!(HookExit::TimedOut.to_string(), "timed out and was killed");
 }
+
+#[test]
+fn the_report_keeps_the_end_of_long_hook_output() {
+    let mut result = HookResult::new(HookExit::Exited { code: 1 });
+    result.stdout = format!(
+        "{}é{}",
+        "x".repeat(HOOK_REPORT_OUTPUT_BYTES_MAX),
+        "the reason"
+    );
+    result.stderr = "short".into();
+    let short = shorten_for_report(result);
+    assert!(short.stdout.len() <= HOOK_REPORT_OUTPUT_BYTES_MAX);
+    assert!(short.stdout.ends_with("the reason"));
+    assert_eq!(short.stderr, "short");
+    assert!(short.output_truncated);
+    let kept = shorten_for_report(HookResult::new(HookExit::Signaled));
+    assert!(!kept.output_truncated);
+}
