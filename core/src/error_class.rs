@@ -47,7 +47,10 @@ pub const ATTEMPTS_MAX: u32 = 3;
 pub const FILESYSTEM_ERRORS_MAX: u32 = 3;
 
 /// Whether retrying can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Persistence {
     /// Retrying after a reconnect may succeed (timeouts, lost connections).
     Temporary,
@@ -56,7 +59,10 @@ pub enum Persistence {
 }
 
 /// What the error stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Only the filesystem it happened on; the other filesystems carry on.
     Filesystem,

@@ -16,6 +16,7 @@ pub mod endpoint;
 pub mod engine;
 pub mod error_class;
 pub mod filter;
+pub mod job;
 pub mod job_id;
 pub mod listing;
 pub mod name;

@@ -142,6 +142,10 @@ pub enum StepOutcome {
     Succeeded,
     /// It failed; the filesystem's error counter goes up by one.
     Failed,
+    /// It worked but proves nothing about the failure that made the filesystem retry (e.g.
+    /// planning again before the step that failed): the counter stays as it is, so that a
+    /// filesystem whose step keeps failing still reaches its error limit.
+    Neutral,
 }
 
 /// Proof that a filesystem holds a slot. Give it back to [`StepQueue::complete`] to free the slot.
@@ -443,6 +447,7 @@ impl StepQueue {
                 0
             }
             StepOutcome::Failed => self.counters.record_error(&filesystem)?,
+            StepOutcome::Neutral => self.counters.count(&filesystem),
         };
         Ok(Completed {
             filesystem,
@@ -966,7 +971,11 @@ mod tests {
     }
 
     fn op_strategy() -> impl Strategy<Value = Op> {
-        let outcome = prop_oneof![Just(StepOutcome::Succeeded), Just(StepOutcome::Failed)];
+        let outcome = prop_oneof![
+            Just(StepOutcome::Succeeded),
+            Just(StepOutcome::Failed),
+            Just(StepOutcome::Neutral)
+        ];
         prop_oneof![
             3 => (0..NAMES.len(), item_strategy()).prop_map(|(i, item)| Op::Enqueue(i, item)),
             1 => (0..NAMES.len()).prop_map(Op::Retry),
@@ -1048,6 +1057,7 @@ mod tests {
                                 *n += 1;
                                 *n
                             }
+                            StepOutcome::Neutral => counts.get(&name).copied().unwrap_or(0),
                         };
                         let done = q.complete(token, outcome).unwrap();
                         prop_assert_eq!(done.n_errors, expected);

@@ -49,7 +49,8 @@ impl ZfsBackend for SimZfs {
         let object = datasets
             .first()
             .map_or_else(String::new, ToString::to_string);
-        self.enter(Operation::ListVersions, &object).await?;
+        self.enter_on(Operation::ListVersions, &object, datasets)
+            .await?;
         self.lock().list_versions(datasets, types)
     }
 
@@ -77,7 +78,9 @@ impl ZfsBackend for SimZfs {
         let object = snapshots
             .first()
             .map_or_else(String::new, ToString::to_string);
-        self.enter(Operation::Snapshot, &object).await?;
+        let datasets: Vec<DatasetName> = snapshots.iter().map(|s| s.dataset().clone()).collect();
+        self.enter_on(Operation::Snapshot, &object, &datasets)
+            .await?;
         self.lock().snapshot(Actor::Daemon, snapshots)
     }
 
@@ -94,7 +97,8 @@ impl ZfsBackend for SimZfs {
         let object = snapshots
             .first()
             .map_or_else(String::new, ToString::to_string);
-        self.enter(Operation::Hold, &object).await?;
+        let datasets: Vec<DatasetName> = snapshots.iter().map(|s| s.dataset().clone()).collect();
+        self.enter_on(Operation::Hold, &object, &datasets).await?;
         self.lock().hold(Actor::Daemon, tag, snapshots)
     }
 
@@ -102,7 +106,9 @@ impl ZfsBackend for SimZfs {
         let object = snapshots
             .first()
             .map_or_else(String::new, ToString::to_string);
-        self.enter(Operation::Release, &object).await?;
+        let datasets: Vec<DatasetName> = snapshots.iter().map(|s| s.dataset().clone()).collect();
+        self.enter_on(Operation::Release, &object, &datasets)
+            .await?;
         self.lock().release(Actor::Daemon, tag, snapshots)
     }
 

@@ -205,6 +205,20 @@ pub enum Fault {
         /// The error.
         kind: ZfsErrorKind,
     },
+    /// The next `n_calls` calls of `operation` that concern `dataset` fail with `kind` before
+    /// doing anything. A call concerns the datasets of the objects it names (every one of a
+    /// batch: an atomic snapshot of several datasets fails as a whole, as ZFS's does), so that
+    /// one filesystem can fail while the others work.
+    FailOn {
+        /// The operation.
+        operation: Operation,
+        /// The dataset.
+        dataset: DatasetName,
+        /// How many calls.
+        n_calls: u32,
+        /// The error.
+        kind: ZfsErrorKind,
+    },
     /// Each call of `operation` fails with `kind` with probability `per_mille`/1000, drawn from
     /// the world's seeded generator.
     FailRandomly {
@@ -243,6 +257,8 @@ pub enum Fault {
 #[derive(Debug, Default)]
 pub(crate) struct CallFaults {
     pub(crate) fail: Option<ZfsErrorKind>,
+    /// The object a [`Fault::FailOn`] names in its error (the dataset it is about).
+    pub(crate) fail_object: Option<String>,
     pub(crate) delay: Option<Duration>,
     pub(crate) break_send: Option<(u64, StreamBreak)>,
     pub(crate) break_receive: Option<u64>,
@@ -399,7 +415,7 @@ impl SimZfs {
     }
 
     /// Counts a trait call and takes the faults that apply to it.
-    pub(crate) fn take_faults(&self, operation: Operation) -> CallFaults {
+    pub(crate) fn take_faults(&self, operation: Operation, datasets: &[DatasetName]) -> CallFaults {
         let mut w = self.lock();
         *w.op_counts.entry(operation).or_insert(0) += 1;
         let mut out = CallFaults::default();
@@ -407,6 +423,17 @@ impl SimZfs {
         while i < w.faults.len() {
             let mut consumed = false;
             match &mut w.faults[i] {
+                Fault::FailOn {
+                    operation: op,
+                    dataset,
+                    n_calls,
+                    kind,
+                } if *op == operation && out.fail.is_none() && datasets.contains(dataset) => {
+                    out.fail = Some(kind.clone());
+                    out.fail_object = Some(dataset.to_string());
+                    *n_calls = n_calls.saturating_sub(1);
+                    consumed = *n_calls == 0;
+                }
                 Fault::Fail {
                     operation: op,
                     n_calls,
@@ -472,12 +499,32 @@ impl SimZfs {
         operation: Operation,
         object: impl fmt::Display,
     ) -> Result<CallFaults, ZfsError> {
-        let mut faults = self.take_faults(operation);
+        let object = object.to_string();
+        // The dataset part of a dataset, snapshot or bookmark name; none for a pool-wide call.
+        let dataset = object
+            .split(['@', '#'])
+            .next()
+            .and_then(|d| DatasetName::parse(d).ok());
+        self.enter_on(operation, &object, dataset.as_slice()).await
+    }
+
+    /// [`Self::enter`] for a call that concerns several datasets (a batch).
+    pub(crate) async fn enter_on(
+        &self,
+        operation: Operation,
+        object: impl fmt::Display,
+        datasets: &[DatasetName],
+    ) -> Result<CallFaults, ZfsError> {
+        let mut faults = self.take_faults(operation, datasets);
         if let Some(d) = faults.delay {
             tokio::time::sleep(d).await;
         }
         if let Some(kind) = faults.fail.take() {
             let msg = format!("injected fault: {kind}");
+            let object = faults
+                .fail_object
+                .take()
+                .unwrap_or_else(|| object.to_string());
             return Err(ZfsError::new(operation, object, kind).with_stderr(&msg));
         }
         Ok(faults)

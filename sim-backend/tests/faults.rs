@@ -32,6 +32,36 @@ async fn failures_hit_the_next_calls_of_one_operation_and_are_counted() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn failures_on_one_dataset_spare_the_others_and_fail_a_batch_with_it() {
+    let sim = world(43);
+    sim.setup().create_dataset(&ds("src/other")).unwrap();
+    sim.inject(Fault::FailOn {
+        operation: Operation::Snapshot,
+        dataset: ds("src/my data"),
+        n_calls: 2,
+        kind: ZfsErrorKind::NoSpace,
+    });
+    // A batch naming the dataset fails as a whole, with the dataset as the object.
+    let e = sim
+        .snapshot(&[v("src/other@1"), v("src/my data@1")])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.kind, e.object.as_str()),
+        (ZfsErrorKind::NoSpace, "src/my data")
+    );
+    assert!(sim.version(&v("src/other@1")).is_none());
+    // Calls about other datasets are untouched and do not consume the fault.
+    sim.snapshot(&[v("src/other@1")]).await.unwrap();
+    assert_eq!(
+        kind(sim.snapshot(&[v("src/my data@1")]).await),
+        ZfsErrorKind::NoSpace
+    );
+    sim.snapshot(&[v("src/my data@1")]).await.unwrap();
+    assert!(sim.pending_faults().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn delays_pass_in_virtual_time() {
     let sim = world(42);
     sim.inject(Fault::Delay {
@@ -200,6 +230,7 @@ async fn seeded_plans_replay_and_stay_within_their_options() {
                 assert!(*after_bytes <= 1000);
             }
             Fault::FailRandomly { .. } => panic!("plans draw no random failures: {f:?}"),
+            Fault::FailOn { .. } => panic!("plans name no dataset: {f:?}"),
         }
         if let Fault::Delay { duration, .. } = f {
             assert!(*duration <= Duration::from_secs(5));

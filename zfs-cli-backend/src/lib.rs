@@ -17,6 +17,7 @@ pub mod argv;
 pub mod classify;
 #[cfg(test)]
 mod fixtures;
+pub mod hooks;
 pub mod parse;
 pub mod process;
 pub mod stream;

@@ -218,12 +218,64 @@ pub enum EndpointError {
         /// Whether it was a timeout (rather than a reset or refusal).
         timeout: bool,
     },
+    /// The endpoint cannot be set up as configured (e.g. a client identity that makes an
+    /// invalid dataset name below `root_fs`).
+    #[error("the {side} is misconfigured: {detail}")]
+    Config {
+        /// Which side.
+        side: String,
+        /// What is wrong and what to do.
+        detail: String,
+    },
+    /// The other side refused or failed the request, as it reported it over the network: its
+    /// message and what the active side needs to decide (the class, and whether it was about
+    /// the resume token). The transport turns every error of a remote endpoint into this.
+    #[error("{message}")]
+    Remote {
+        /// The remote error's message, as its side renders it.
+        message: String,
+        /// Whether retrying can help.
+        persistence: crate::error_class::Persistence,
+        /// What it stops.
+        scope: crate::error_class::Scope,
+        /// Whether the remote side refused the resume token.
+        resume_token_unusable: bool,
+    },
     /// The request was cancelled (shutdown, reset signal, watchdog).
     #[error("cancelled: {reason}")]
     Cancelled {
         /// Why.
         reason: String,
     },
+}
+
+impl EndpointError {
+    /// The error as the other side of a connection receives it: [`EndpointError::Remote`]
+    /// with this error's message, class and resume-token verdict.
+    pub fn to_remote(&self) -> EndpointError {
+        let class = self.class();
+        EndpointError::Remote {
+            message: self.to_string(),
+            persistence: class.persistence,
+            scope: class.scope,
+            resume_token_unusable: self.is_resume_token_unusable(),
+        }
+    }
+
+    /// Whether the error says that the receiver's resume token cannot be used (the sender
+    /// refused it, or ZFS did): the driver then discards the partial receive and plans the
+    /// filesystem afresh instead of failing it run after run.
+    pub fn is_resume_token_unusable(&self) -> bool {
+        match self {
+            Self::Zfs(e) => e.kind == ZfsErrorKind::ResumeTokenInvalid,
+            Self::Sender(e) => e.is_resume_token_refusal(),
+            Self::Remote {
+                resume_token_unusable,
+                ..
+            } => *resume_token_unusable,
+            _ => false,
+        }
+    }
 }
 
 impl Classify for ZfsError {
@@ -251,6 +303,13 @@ impl Classify for EndpointError {
             Self::Connectivity { timeout: true, .. } => FailureKind::NetworkTimeout.class(),
             Self::Connectivity { timeout: false, .. } => FailureKind::ConnectionLost.class(),
             Self::Cancelled { .. } => FailureKind::Cancelled.class(),
+            Self::Config { .. } => ErrorClass::FATAL,
+            Self::Remote {
+                persistence, scope, ..
+            } => ErrorClass {
+                persistence: *persistence,
+                scope: *scope,
+            },
         }
     }
 }
@@ -313,4 +372,31 @@ pub trait Receiver: Endpoint {
         request: &ReceiveReq,
         stream: ByteStream,
     ) -> Result<ReceiveRes, EndpointError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Operation;
+
+    #[test]
+    fn a_remote_error_keeps_its_class_and_resume_token_verdict() {
+        let cases = [
+            ZfsError::new(Operation::Send, "p/a", ZfsErrorKind::StreamBroken),
+            ZfsError::new(Operation::Receive, "p/a", ZfsErrorKind::Busy),
+            ZfsError::new(Operation::Send, "p/a", ZfsErrorKind::ResumeTokenInvalid),
+            ZfsError::new(Operation::Send, "p/a", ZfsErrorKind::DoesNotExist),
+        ];
+        for zfs in cases {
+            let local = EndpointError::Zfs(zfs);
+            let remote = local.to_remote();
+            assert_eq!(remote.class(), local.class(), "{local}");
+            assert_eq!(
+                remote.is_resume_token_unusable(),
+                local.is_resume_token_unusable(),
+                "{local}"
+            );
+            assert_eq!(remote.to_string(), local.to_string());
+        }
+    }
 }

@@ -7,3 +7,5 @@
 //! The same code runs over real ZFS and over the simulated ZFS.
 
 pub mod pruner;
+pub mod replication;
+pub mod snapper;

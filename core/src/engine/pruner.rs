@@ -100,6 +100,17 @@ pub enum Cursors<'a> {
     /// The receiver side: what the sender side found, keyed by *receiver* filesystem. A
     /// filesystem without an entry has no correspondence on the sender and is skipped.
     Given(&'a BTreeMap<DatasetName, ReplicationCursor>),
+    /// A job that does not replicate (the snap job): there is no cursor and nothing counts as
+    /// replicated. Every filesystem is planned with [`ReplicationCursor::Unknown`], so a
+    /// `not_replicated` rule fails each filesystem with [`PruneError::CursorUnknown`]; the snap
+    /// job refuses such rules when its config is loaded, so this is a second line of defence.
+    ///
+    /// zrepl fakes a cursor here with the newest version's GUID (its quirk 11: an error when
+    /// that version is a bookmark); a fake cursor would also mark every older snapshot as
+    /// "replicated", a lie a `not_replicated` rule would act on.
+    ///
+    /// [`PruneError::CursorUnknown`]: crate::prune::PruneError::CursorUnknown
+    NoReplication,
 }
 
 /// What to prune on one side.
@@ -711,6 +722,7 @@ pub async fn plan_side(
         let cursor = match request.cursors {
             Cursors::FromBookmarks(job) => cursor_from_bookmarks(versions, job),
             Cursors::Given(given) => given.get(fs).copied().unwrap_or(ReplicationCursor::Missing),
+            Cursors::NoReplication => ReplicationCursor::Unknown,
         };
         filesystems.push(plan_one(
             fs,
@@ -724,7 +736,7 @@ pub async fn plan_side(
         side,
         cursor_job: match request.cursors {
             Cursors::FromBookmarks(job) => Some(job.clone()),
-            Cursors::Given(_) => None,
+            Cursors::Given(_) | Cursors::NoReplication => None,
         },
         protected: request.protected.clone(),
         filesystems,
