@@ -229,7 +229,7 @@ pub enum QueueError {
 }
 
 /// The error counters already track [`ERROR_COUNTERS_LEN_MAX`] filesystems.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error(
     "cannot count the error of `{filesystem}`: {len_max} filesystems already have errors \
      counted; split the job so that each handles fewer filesystems"

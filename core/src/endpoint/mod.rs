@@ -173,7 +173,8 @@ pub struct ReceiveRes {
 }
 
 /// Where a side's pruning learns each filesystem's replication cursor.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PruneCursors {
     /// From this endpoint's own cursor bookmarks (the sender side).
     Own,

@@ -74,7 +74,10 @@ pub const PLACEHOLDER_ON: &str = "on";
 pub type Protected = BTreeSet<(DatasetName, Guid)>;
 
 /// Which side of a job is pruned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Side {
     /// The sending side (`keep_sender`).
     Sender,
@@ -129,7 +132,8 @@ pub struct SideRequest<'a> {
 }
 
 /// Why a filesystem is not pruned at all, without that being an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SkipReason {
     /// It is a placeholder (`zrepl:placeholder=on`, set locally): it has no snapshots of its own.
     Placeholder,
@@ -150,7 +154,10 @@ impl fmt::Display for SkipReason {
 }
 
 /// Why a snapshot the rules would destroy is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum KeptReason {
     /// The running replication still needs it (it is in [`Protected`]).
     NeededByReplication,
@@ -171,7 +178,7 @@ impl fmt::Display for KeptReason {
 }
 
 /// A snapshot the rules would destroy and the pruner keeps.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeptOverride {
     /// The snapshot's short name.
     pub snapshot: Component,
@@ -252,7 +259,8 @@ pub struct SidePlan {
 }
 
 /// Why one filesystem's pruning failed. It concerns that filesystem only.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FilesystemError {
     /// The keep rules cannot be applied (no cursor, cursor not on target, ...).
     #[error(transparent)]
@@ -327,7 +335,8 @@ pub enum FilesystemError {
 }
 
 /// What a snapshot in a violating batch was, when planned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ViolatedRule {
     /// In the [`Protected`] set.
     Protected,
@@ -382,7 +391,8 @@ pub enum SideError {
 }
 
 /// Why a planned snapshot was left out of the batch at the second check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DropReason {
     /// It no longer exists (someone else destroyed it).
     Gone,
@@ -415,7 +425,7 @@ impl fmt::Display for DropReason {
 }
 
 /// A planned snapshot left out at the second check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dropped {
     /// The snapshot's short name.
     pub snapshot: Component,
@@ -446,7 +456,8 @@ pub struct Violation {
 }
 
 /// How one filesystem's pruning ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FilesystemOutcome {
     /// Not pruned, and not an error.
     Skipped {
@@ -477,7 +488,7 @@ pub enum FilesystemOutcome {
 }
 
 /// One filesystem in a [`PruneReport`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FilesystemReport {
     /// The filesystem.
     pub filesystem: DatasetName,
@@ -490,7 +501,7 @@ pub struct FilesystemReport {
 }
 
 /// What pruning one side did, for status output; filesystems in execution order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PruneReport {
     /// Which side.
     pub side: Side,

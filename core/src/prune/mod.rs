@@ -70,7 +70,8 @@ pub enum KeepReason {
 }
 
 /// How the sender's replication cursor for a filesystem is known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ReplicationCursor {
     /// The cursor bookmark records the snapshot with this GUID.
     At(Guid),
@@ -83,7 +84,8 @@ pub enum ReplicationCursor {
 
 /// Why a filesystem cannot be pruned. Each error concerns one filesystem only; the others are
 /// pruned as usual, and retrying without a change on the pools gives the same error.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PruneError {
     /// The sender has no replication cursor for the filesystem.
     #[error(
