@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 mod conn;
+pub mod endpoint_rpc;
 mod error;
 pub mod identity;
 pub mod tcp;
