@@ -23,6 +23,6 @@ pub use client::{
 };
 pub use messages::{EndpointRequest, EndpointResponse, EndpointResult, RemoteError};
 pub use server::{
-    ACCEPT_RETRY_PAUSE, CONNECTIONS_MAX, DRAIN_TIMEOUT_PEER_TIMEOUTS, EndpointService, ReceivesInFlight, ServerEvent, ServerEvents, serve_tcp,
-    serve_tls,
+    ACCEPT_RETRY_PAUSE, CONNECTIONS_MAX, DRAIN_TIMEOUT_PEER_TIMEOUTS, EndpointService,
+    ReceivesInFlight, ServerEvent, ServerEvents, serve_tcp, serve_tls,
 };

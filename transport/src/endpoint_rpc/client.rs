@@ -422,11 +422,17 @@ impl Receiver for RemoteReceiver {
             Err(e) => {
                 // The stream this side uploads failed (the local `zfs send` broke off): that
                 // error, not the transport's report of it, is what the driver must see.
-                let local = failure.lock().unwrap_or_else(PoisonError::into_inner).take();
+                let local = failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
                 return Err(match (e, local) {
-                    (TransportError::StreamReset { by: Side::Local, .. }, Some(local)) => {
-                        EndpointError::Zfs(local)
-                    }
+                    (
+                        TransportError::StreamReset {
+                            by: Side::Local, ..
+                        },
+                        Some(local),
+                    ) => EndpointError::Zfs(local),
                     (e, _) => self.link.transport_error(e),
                 });
             }

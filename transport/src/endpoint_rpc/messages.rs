@@ -269,7 +269,9 @@ pub enum WireKeepRule {
 
 /// A message field the other side sent that this side refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the active side sent an invalid {what}: {detail}; are both sides the same zferry version?")]
+#[error(
+    "the active side sent an invalid {what}: {detail}; are both sides the same zferry version?"
+)]
 pub struct InvalidMessage {
     /// Which field.
     pub what: &'static str,
@@ -625,11 +627,7 @@ mod tests {
                 "p/a",
                 ZfsErrorKind::ResumeTokenInvalid,
             )),
-            EndpointError::Zfs(ZfsError::new(
-                Operation::Receive,
-                "p/a",
-                ZfsErrorKind::Busy,
-            )),
+            EndpointError::Zfs(ZfsError::new(Operation::Receive, "p/a", ZfsErrorKind::Busy)),
             EndpointError::Connectivity {
                 peer: "sender".to_owned(),
                 detail: "gone".to_owned(),
@@ -662,7 +660,11 @@ mod tests {
         };
         let remote = RemoteError::from(&error);
         assert!(remote.message.len() <= REMOTE_MESSAGE_LEN_MAX_BYTES + '…'.len_utf8());
-        assert!(remote.message.ends_with("é the reason"), "{}", remote.message);
+        assert!(
+            remote.message.ends_with("é the reason"),
+            "{}",
+            remote.message
+        );
     }
 
     #[test]

@@ -194,11 +194,9 @@ impl EndpointService {
                 self.endpoint()?.ping().await?;
                 answer(EndpointResponse::Pong)
             }
-            EndpointRequest::ListFilesystems => {
-                answer(EndpointResponse::Filesystems(
-                    self.endpoint()?.list_filesystems().await?,
-                ))
-            }
+            EndpointRequest::ListFilesystems => answer(EndpointResponse::Filesystems(
+                self.endpoint()?.list_filesystems().await?,
+            )),
             EndpointRequest::ListVersions { filesystem } => answer(EndpointResponse::Versions(
                 self.endpoint()?.list_versions(&filesystem).await?,
             )),
@@ -227,7 +225,9 @@ impl EndpointService {
                 ))
             }
             EndpointRequest::SendCompleted(request) => {
-                self.serving_sender(method)?.send_completed(&request).await?;
+                self.serving_sender(method)?
+                    .send_completed(&request)
+                    .await?;
                 answer(EndpointResponse::SendCompleted)
             }
             EndpointRequest::ReplicationCursors { filesystems } => {
@@ -421,13 +421,10 @@ pub async fn serve_tls(
         let receives = Arc::clone(&receives);
         connections.spawn(async move {
             let (stream, identity) =
-                tls.accept(stream)
-                    .await
-                    .map_err(|e| ServerEvent::Refused {
-                        reason: e.to_string(),
-                    })?;
-            let service =
-                EndpointService::for_connection(&listener, &identity, &receives, &config);
+                tls.accept(stream).await.map_err(|e| ServerEvent::Refused {
+                    reason: e.to_string(),
+                })?;
+            let service = EndpointService::for_connection(&listener, &identity, &receives, &config);
             serve(stream, Arc::new(service), config)
                 .await
                 .map_err(|error| ServerEvent::ConnectionFailed {
