@@ -282,16 +282,14 @@ impl Service for EndpointService {
     type Request = EndpointRequest;
     type Response = EndpointResult;
 
-    fn call(
+    async fn call(
         &self,
         request: EndpointRequest,
         upload: Option<ByteReader>,
-    ) -> impl Future<Output = Reply<EndpointResult>> + Send {
-        async move {
-            match self.dispatch(request, upload).await {
-                Ok(reply) => reply,
-                Err(e) => Reply::new(Err(RemoteError::from(&e))),
-            }
+    ) -> Reply<EndpointResult> {
+        match self.dispatch(request, upload).await {
+            Ok(reply) => reply,
+            Err(e) => Reply::new(Err(RemoteError::from(&e))),
         }
     }
 }
