@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cmd_demo;
 mod cmd_plan;
 mod cmd_prune;
 mod cmd_test;
@@ -21,6 +22,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run zferry's main job (push to a sink, with snapshotting and pruning) on simulated pools
+    /// in virtual time, with seeded faults; prints status and a verdict. Touches no real pool.
+    Demo(cmd_demo::Args),
     /// Show what replication would send, or why it cannot, from two `zfs list` listings.
     Plan(cmd_plan::Args),
     /// Show which snapshots zrepl-style keep rules would destroy (dry runs only).
@@ -32,6 +36,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo(args) => cmd_demo::run(&args),
         Command::Plan(args) => cmd_plan::run(&args),
         Command::Prune(args) => cmd_prune::run(&args),
         Command::Test(args) => cmd_test::run(args),

@@ -174,6 +174,36 @@ impl World {
         format!("#zrepl_CURSOR_G_{}_J_{job}", self.newest(fs).guid.hex16())
     }
 
+    /// Checks one replicated filesystem after a run: how many snapshots each side keeps, that
+    /// the receiver has the sender's newest, and exactly zrepl's abstractions: one cursor of
+    /// `sending_job` on the sender's newest snapshot, one last-received hold of
+    /// `receiving_job` on the receiver's.
+    async fn assert_replicated(
+        &self,
+        fs: &DatasetName,
+        copy: &DatasetName,
+        n_kept: (usize, usize),
+        (sending_job, receiving_job): (&str, &str),
+    ) {
+        assert_eq!(self.snapshots(fs).len(), n_kept.0, "{fs}");
+        assert_eq!(self.snapshots(copy).len(), n_kept.1, "{copy}");
+        let newest = self.newest(fs);
+        assert_eq!(self.newest(copy).guid, newest.guid, "{fs}");
+        assert_eq!(
+            self.abstractions(fs).await,
+            vec![self.cursor(fs, sending_job)],
+            "{fs}"
+        );
+        assert_eq!(
+            self.abstractions(copy).await,
+            vec![format!(
+                "@{}:zrepl_last_received_J_{receiving_job}",
+                newest.name
+            )],
+            "{copy}"
+        );
+    }
+
     /// The events in which the daemon destroyed a snapshot.
     fn daemon_destroyed(&self) -> Vec<String> {
         self.sim
@@ -400,22 +430,11 @@ async fn pull_from_source_on_its_interval() {
     let status = pull.status();
     assert!(status.invocations.len() >= 8, "{:?}", status.invocations);
     for fs in &world.replicated {
-        let pulled = ds(&format!("dst/sink/{fs}"));
-        assert_eq!(world.snapshots(fs).len(), 10, "{fs}");
-        assert_eq!(world.snapshots(&pulled).len(), 30, "{fs}");
         // The last snapshot was taken half an hour before the last pull ran.
-        assert_eq!(world.newest(&pulled).guid, world.newest(fs).guid, "{fs}");
-        assert_eq!(
-            world.abstractions(fs).await,
-            vec![world.cursor(fs, "source")]
-        );
-        assert_eq!(
-            world.abstractions(&pulled).await,
-            vec![format!(
-                "@{}:zrepl_last_received_J_pull",
-                world.newest(fs).name
-            )]
-        );
+        let pulled = ds(&format!("dst/sink/{fs}"));
+        world
+            .assert_replicated(fs, &pulled, (10, 30), ("source", "pull"))
+            .await;
     }
 }
 
@@ -504,22 +523,13 @@ async fn push_job_with_its_snapshotter_for_a_week() {
     let last = status.invocations.last().unwrap();
     assert_eq!(last.prune_order, "concurrent", "{last:?}");
     for fs in &world.replicated {
-        let received = receiver_path(fs);
-        assert_eq!(world.snapshots(fs).len(), 24, "{fs}");
-        assert_eq!(world.snapshots(&received).len(), 72, "{fs}");
-        assert_eq!(world.newest(&received).guid, world.newest(fs).guid, "{fs}");
         assert!(
             world.newest(fs).name.as_str().starts_with("zferry_"),
             "{fs}"
         );
-        assert_eq!(world.abstractions(fs).await, vec![world.cursor(fs, "push")]);
-        assert_eq!(
-            world.abstractions(&received).await,
-            vec![format!(
-                "@{}:zrepl_last_received_J_sink",
-                world.newest(fs).name
-            )]
-        );
+        world
+            .assert_replicated(fs, &receiver_path(fs), (24, 72), ("push", "sink"))
+            .await;
     }
 }
 
@@ -921,19 +931,8 @@ async fn pull_from_a_source_with_its_snapshotter_for_a_week() {
     }
     for fs in &world.replicated {
         let pulled = ds(&format!("dst/sink/{fs}"));
-        assert_eq!(world.snapshots(fs).len(), 12, "{fs}");
-        assert_eq!(world.snapshots(&pulled).len(), 100, "{fs}");
-        assert_eq!(world.newest(&pulled).guid, world.newest(fs).guid, "{fs}");
-        assert_eq!(
-            world.abstractions(fs).await,
-            vec![world.cursor(fs, "source")]
-        );
-        assert_eq!(
-            world.abstractions(&pulled).await,
-            vec![format!(
-                "@{}:zrepl_last_received_J_pull",
-                world.newest(fs).name
-            )]
-        );
+        world
+            .assert_replicated(fs, &pulled, (12, 100), ("source", "pull"))
+            .await;
     }
 }

@@ -239,3 +239,48 @@ async fn copy_to_passes_chunks_on_and_reports_a_broken_stream() {
         "{err}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn streams_in_both_directions_share_one_connection() {
+    let (client, _server, _) = pair(fast_config()).await;
+    let len = 2_500_000;
+    let downloads = (0..4u64).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let (_, reader) = client
+                .call_download(&Req::Download {
+                    len: len + i,
+                    fail_at: None,
+                })
+                .await
+                .unwrap();
+            drain(&mut reader.unwrap(), u64::MAX).await.unwrap()
+        })
+    });
+    let downloads: Vec<_> = downloads.collect();
+    let uploads: Vec<_> = (0..2u64)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .call_upload(&Req::Upload, Pattern::new(len + i, None))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for (i, d) in downloads.into_iter().enumerate() {
+        let n = len + i as u64;
+        assert_eq!(d.await.unwrap(), (n, pattern_sum(n)));
+    }
+    for (i, u) in uploads.into_iter().enumerate() {
+        let n = len + i as u64;
+        assert_eq!(
+            u.await.unwrap(),
+            Resp::Uploaded {
+                len: n,
+                sum: pattern_sum(n)
+            }
+        );
+    }
+}
