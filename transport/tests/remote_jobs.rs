@@ -844,3 +844,53 @@ async fn a_remote_error_keeps_its_message_and_class() {
     drop(sender);
     served.stop().await;
 }
+
+/// Pull whose download (the source's `zfs send` stream) is cut mid-stream: the next attempt
+/// resumes the pull job's partial receive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_cut_mid_download_is_resumed() {
+    let mut world = World::new();
+    world.sim.set_payload_scale(1);
+    let source: Arc<dyn Sender> = world.sender("source");
+    let served = serve_tcp_on(Listener::Source(source), &[("127.0.0.1", "puller")]).await;
+    let proxy = Proxy::start(served.addr.clone()).await;
+    let receiver: Arc<dyn Receiver> = Arc::new(
+        ReceiverEndpoint::new(
+            world.backend(),
+            World::receiver_config("pull", "dst/sink", None),
+        )
+        .unwrap(),
+    );
+    let mut config = ActiveJobConfig::new(job("pull"), last_n(10), last_n(10));
+    config.driver = driver();
+    config.prune_mode = PruneMode::Sequential;
+    let pull = ActiveJob::new(
+        config,
+        Arc::new(RemotePull {
+            dial: tcp_dial(&proxy.addr),
+            receiver,
+        }),
+        world.clock.clone(),
+    );
+    world.snapshot_round(64 << 10);
+    pull.invocation(1).await;
+    assert_done(&pull, "first round");
+    world.snapshot_round(2 << 20);
+    proxy.arm(false, 1536 << 10, Break::Close);
+    pull.invocation(2).await;
+    assert!(proxy.fired_at().is_some());
+    assert_done(&pull, "cut round");
+    let status = pull.status();
+    assert_eq!(
+        status.replication.attempts.len(),
+        2,
+        "{}",
+        status.replication
+    );
+    assert_eq!(partials(&world), (1, 0), "{:#?}", world.sim.events());
+    world
+        .assert_converged(|fs| ds(&format!("dst/sink/{fs}")), "source", "pull")
+        .await;
+    drop(pull);
+    served.stop().await;
+}
