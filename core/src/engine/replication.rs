@@ -612,6 +612,7 @@ fn handle(
                 .zip(planned.sizes.iter().chain(std::iter::repeat(&None)))
                 .map(|(step, size)| StepReport {
                     description: step.to_string(),
+                    full: step.from.is_none(),
                     guids: step
                         .from
                         .iter()

@@ -385,19 +385,24 @@ impl ActiveJob {
                 let replicate = self.replicate_watched(&replication);
                 let prune = async {
                     let planned = wait_for_plan(&self.replication_report).await;
-                    if planned {
+                    if planned == Planned::Incremental {
                         self.update_invocation(|i| i.prune_order = "concurrent".to_owned());
                         self.prune_both(&sender, &receiver).await;
                     }
                     planned
                 };
                 let ((), planned) = tokio::join!(replicate, prune);
-                if !planned {
-                    self.update_invocation(|i| {
-                        i.prune_order =
-                            "sequential (fallback: replication ended before it had a plan)"
-                                .to_owned();
-                    });
+                let fallback = match planned {
+                    Planned::Incremental => None,
+                    Planned::WithInitial => Some(
+                        "sequential (fallback: an initial replication makes the first cursor,                          which pruning needs)",
+                    ),
+                    Planned::Not => {
+                        Some("sequential (fallback: replication ended before it had a plan)")
+                    }
+                };
+                if let Some(order) = fallback {
+                    self.update_invocation(|i| i.prune_order = order.to_owned());
                     self.prune_both(&sender, &receiver).await;
                 }
             }
@@ -571,25 +576,44 @@ fn cancel_unfinished(i: &mut InvocationReport, why: &str) {
     }
 }
 
-/// Waits until the current attempt has planned every filesystem (`true`) or the run ended
-/// without a plan (`false`).
-async fn wait_for_plan(report: &ReportHandle) -> bool {
+/// What concurrent pruning learnt about the replication plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Planned {
+    /// Every filesystem is planned and none needs an initial replication: prune now.
+    Incremental,
+    /// Some filesystem's plan starts with a full send: its first cursor appears only when that
+    /// step is confirmed, and sender pruning without a cursor fails, so prune afterwards.
+    WithInitial,
+    /// Replication ended without a plan (listing failed): prune afterwards.
+    Not,
+}
+
+/// Waits until the current attempt has planned every filesystem, or the run ended without a
+/// plan.
+async fn wait_for_plan(report: &ReportHandle) -> Planned {
     use crate::engine::replication::report::{FilesystemState, RunState};
     loop {
         let r = report.snapshot();
         if let Some(attempt) = r.attempt()
-            && r.state == RunState::Running
+            && matches!(r.state, RunState::Running | RunState::Done)
             && !attempt.filesystems.is_empty()
             && attempt
                 .filesystems
                 .values()
                 .all(|f| f.state != FilesystemState::Planning)
         {
-            return true;
+            let initial = attempt
+                .filesystems
+                .values()
+                .any(|f| f.steps.iter().any(|s| s.full));
+            return if initial {
+                Planned::WithInitial
+            } else {
+                Planned::Incremental
+            };
         }
         match r.state {
-            RunState::Done => return r.attempt().is_some_and(|a| a.error.is_none()),
-            RunState::Failed => return false,
+            RunState::Done | RunState::Failed => return Planned::Not,
             _ => {}
         }
         tokio::time::sleep(PLAN_POLL_INTERVAL).await;

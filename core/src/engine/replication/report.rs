@@ -124,6 +124,8 @@ pub enum StepState {
 pub struct StepReport {
     /// The step as the planner prints it (`@a -> @b`, `full @a`, ...).
     pub description: String,
+    /// Whether it is a full send (the filesystem's initial replication: no cursor yet).
+    pub full: bool,
     /// The GUIDs of its `from` (if any) and `to`, which pruning must keep while it is pending.
     #[serde(skip)]
     pub guids: Vec<Guid>,
