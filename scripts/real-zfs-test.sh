@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# scripts/real-zfs-test.sh [--filter SUBSTRING]
+# scripts/real-zfs-test.sh [--filter SUBSTRING] [--suite backend|replication|all]
 #
-# Runs the backend conformance suite (sim-tests/src/conformance) against real
-# OpenZFS: builds the `zferry-conformance` binary, starts the OpenZFS guest of
+# Runs the backend conformance suite (sim-tests/src/conformance) and then the
+# replication platform suite (sim-tests/src/replication_suite, zrepl's
+# Replication* platform tests) against real OpenZFS (--suite picks one):
+# builds the `zferry-conformance` binary, starts the OpenZFS guest of
 # scripts/realzfs.sh (building its image first on a fresh machine, ~7 min, as
 # root), makes a file-backed pool `zferry` in the guest, runs the binary there
-# with ZFERRY_REAL_ZFS=1, prints its output (ending with `N passed, N failed`),
-# stops the guest, and exits with the binary's status (0 all passed, 1 some
-# failed, 2 setup refused).
+# with ZFERRY_REAL_ZFS=1, prints its output (each suite ending with its own
+# `N passed, N failed` line), stops the guest, and exits with the binary's
+# status (0 all passed, 1 some failed, 2 setup refused).
 #
 # The guest is Debian 12 (glibc 2.36): the binary is built on the host, so the
 # host's glibc must not be newer.
@@ -32,8 +34,9 @@ die() { echo "real-zfs-test: $*" >&2; exit 2; }
 filter=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --filter) [ $# -ge 2 ] || die "--filter needs a substring"; filter=(--filter "$2"); shift 2 ;;
-    *) die "usage: $0 [--filter SUBSTRING]" ;;
+    --filter) [ $# -ge 2 ] || die "--filter needs a substring"; filter+=(--filter "$2"); shift 2 ;;
+    --suite) [ $# -ge 2 ] || die "--suite needs backend, replication or all"; filter+=(--suite "$2"); shift 2 ;;
+    *) die "usage: $0 [--filter SUBSTRING] [--suite backend|replication|all]" ;;
   esac
 done
 

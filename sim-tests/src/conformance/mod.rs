@@ -73,6 +73,10 @@ pub trait Harness: Send + Sync {
     /// The backend under test.
     fn backend(&self) -> &dyn ZfsBackend;
 
+    /// The same backend as a shared handle, for code that keeps it (the sender and receiver
+    /// endpoints of the replication suite).
+    fn shared_backend(&self) -> Arc<dyn ZfsBackend>;
+
     /// A short description for the report ("simulated ZFS", "OpenZFS 2.3.2").
     fn label(&self) -> String;
 
@@ -187,9 +191,20 @@ pub fn outcome_line(outcome: &CaseOutcome) -> String {
 /// Runs the cases whose name contains `filter` (all without one), one at a time, each in its
 /// own task under [`CASE_TIMEOUT`]; prints one line per case and then the summary line.
 pub async fn run(harness: Arc<dyn Harness>, filter: Option<&str>) -> Report {
+    run_suite("conformance", harness, &cases(), filter).await
+}
+
+/// Runs a suite of cases as [`run`] does; `title` starts the first line of the output
+/// (`conformance: <harness label>`).
+pub async fn run_suite(
+    title: &str,
+    harness: Arc<dyn Harness>,
+    cases: &[Case],
+    filter: Option<&str>,
+) -> Report {
     let mut report = Report::default();
-    println!("conformance: {}", harness.label());
-    for case in cases() {
+    println!("{title}: {}", harness.label());
+    for &case in cases {
         if filter.is_some_and(|f| !case.name.contains(f)) {
             continue;
         }

@@ -1,0 +1,53 @@
+//! The replication platform suite: a counterpart of every `Replication*` platform test of zrepl
+//! (reference 6.1), written once against the conformance [`Harness`] and run on the simulated
+//! ZFS (`tests/replication_sim.rs`, every `cargo test`) and on real OpenZFS (the
+//! `zferry-conformance` binary in the VM, `scripts/real-zfs-test.sh`).
+//!
+//! Each case puts sender and receiver datasets under its own fresh root on one pool, as zrepl's
+//! tests do, runs the real sender and receiver endpoints and the real replication driver (one
+//! attempt per invocation, like zrepl's `replicationInvocation.Do`), and asserts the exact state
+//! left on the pool: snapshots, bookmarks by name, hold tags, the driver's report and its error
+//! texts. Faults that zrepl injects by code go through the wrapper endpoints of [`faults`].
+//! `sim-tests/REPLICATION_SUITE.md` maps each zrepl test to its case.
+//!
+//! Where the simulated ZFS and OpenZFS disagree, OpenZFS is right.
+
+use std::sync::Arc;
+
+use crate::conformance::{self, Case, Harness, Report};
+
+mod cases_incremental;
+mod cases_initial;
+mod cases_placeholder;
+mod cases_resume;
+pub mod faults;
+pub mod setup;
+
+/// Every case of the suite, in the order they run.
+pub fn cases() -> Vec<Case> {
+    let mut all = Vec::new();
+    all.extend_from_slice(cases_initial::CASES);
+    all.extend_from_slice(cases_incremental::CASES);
+    all.extend_from_slice(cases_resume::CASES);
+    all.extend_from_slice(cases_placeholder::CASES);
+    all
+}
+
+/// Runs the cases whose name contains `filter` (all without one), as
+/// [`conformance::run`] does; the output starts with `replication: <harness>`.
+pub async fn run(harness: Arc<dyn Harness>, filter: Option<&str>) -> Report {
+    conformance::run_suite("replication", harness, &cases(), filter).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_names_are_unique_and_every_zrepl_test_has_one() {
+        let all = cases();
+        let names: std::collections::BTreeSet<_> = all.iter().map(|c| c.name).collect();
+        assert_eq!(names.len(), all.len(), "duplicate case names");
+        assert!(all.len() >= 20, "only {} cases", all.len());
+    }
+}
