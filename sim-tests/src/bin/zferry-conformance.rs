@@ -234,8 +234,13 @@ mod real {
         async fn fresh_root(&self, case: &str) -> Result<DatasetName, CaseFailure> {
             let root = DatasetName::parse(&format!("{}/case {case}", self.pool))
                 .map_err(|e| CaseFailure::new(format!("root name: {e}")))?;
-            // A leftover of an earlier run; its absence is the normal case.
-            let _ = run_cmd("zfs", &["destroy", "-r", root.as_str()]).await;
+            // A leftover of an earlier run (its absence is the normal case), with the holds of
+            // a replication case released first.
+            conformance::util::destroy_tree(self.cli.as_ref(), &root)
+                .await
+                .map_err(|e| {
+                    CaseFailure::new(format!("setup: remove the leftover `{root}`: {e}"))
+                })?;
             run_cmd("zfs", &["create", root.as_str()]).await?;
             Ok(root)
         }

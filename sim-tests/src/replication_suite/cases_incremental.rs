@@ -102,7 +102,7 @@ async fn replication_incremental_is_possible_if_common_snapshot_is_destroyed(
         [last_received("2", RECEIVER_JOB)?],
         "receiver abstractions after run 2"
     );
-    Ok(())
+    super::setup::finish(h, &pair.root).await
 }
 
 /// Stale cursors, step holds and tentative cursors of the own job and of another job; the
@@ -207,7 +207,7 @@ async fn replication_incremental_cleans_up_stale_abstractions(
         ]),
         "receiver abstractions after run 2"
     );
-    Ok(())
+    super::setup::finish(h, &pair.root).await
 }
 
 /// The only version the sender shares with the receiver is a tentative cursor of this job:
@@ -281,7 +281,7 @@ async fn replication_incremental_handles_from_version_eq_tentative_cursor_correc
         Vec::<String>::new(),
         "receiver abstractions after run 2 (guarantee_nothing releases the hold)"
     );
-    Ok(())
+    super::setup::finish(h, &pair.root).await
 }
 
 /// `ReplicationStepCompletedLostBehavior`: `@2` is received but `send_completed` is lost; the
@@ -381,7 +381,7 @@ async fn step_completed_lost(
         [last_received("3", RECEIVER_JOB)?],
         "receiver abstractions at the end"
     );
-    Ok(())
+    super::setup::finish(h, &pair.root).await
 }
 
 async fn replication_step_completed_lost_behavior_guarantee_resumability(

@@ -67,7 +67,7 @@ async fn replication_initial_all(h: &dyn Harness) -> Result<(), CaseFailure> {
         [last_received("1", super::setup::RECEIVER_JOB)?],
         "receiver abstractions"
     );
-    Ok(())
+    super::setup::finish(h, &pair.root).await
 }
 
 /// `most_recent`: only `@1`, the newest by createtxg although the smallest by name.
@@ -77,7 +77,7 @@ async fn replication_initial_most_recent(h: &dyn Harness) -> Result<(), CaseFail
     ran.expect_done()?;
     ensure_eq!(received, ["@1"], "receiver snapshots");
     ensure_eq!(ran.steps(&pair.sender)?, ["full @1"], "steps");
-    Ok(())
+    super::setup::finish(h, &pair.root).await
 }
 
 /// `fail`: a planning error of the filesystem with the documented message; nothing received.
@@ -106,7 +106,7 @@ async fn replication_initial_fail(h: &dyn Harness) -> Result<(), CaseFailure> {
         ),
         "planning error: {error}"
     );
-    Ok(())
+    super::setup::finish(h, &pair.root).await
 }
 
 /// A parent `a` whose initial receive fails fails its child `a/child` with "parent(s) failed
@@ -170,7 +170,7 @@ async fn replication_failing_initial_parent_prohibits_child_replication(
             "`{fs}` was created on the receiver"
         );
     }
-    Ok(())
+    super::setup::finish(h, &pair.root).await
 }
 
 /// A receiver that fails while the sender streams endlessly: the step fails with the
@@ -194,7 +194,7 @@ async fn replication_receiver_error_while_still_sending(
     ensure_eq!(fs.state, FilesystemState::StepError, "state");
     let error = fs.last_error.clone().unwrap_or_default();
     ensure!(error.contains(MOCK_RECEIVE_ERROR), "step error: {error}");
-    Ok(())
+    super::setup::finish(h, &pair.root).await
 }
 
 /// Beyond zrepl: the same endless stream into the real receiver. ZFS rejects the stream
@@ -236,5 +236,5 @@ async fn replication_receiver_error_while_still_sending_real_receiver(
         !exists(h, &pair.receiver).await?,
         "the receiver's filesystem exists after a rejected stream"
     );
-    Ok(())
+    super::setup::finish(h, &pair.root).await
 }

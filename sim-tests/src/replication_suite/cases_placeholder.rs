@@ -110,7 +110,7 @@ async fn replication_of_placeholder_filesystems_in_chained_replication_scenario(
     for fs in [&host2_b, &host3_b] {
         ensure!(!is_placeholder(h, fs).await?, "`{fs}` is a placeholder");
     }
-    Ok(())
+    super::setup::finish(h, &root).await
 }
 
 /// An encrypted receiver root and `recv.placeholder.encryption: inherit`: the placeholders and
@@ -155,7 +155,7 @@ async fn replication_placeholder_encryption_encrypt_on_receiver_use_case_works_i
         );
         placeholder = p.parent();
     }
-    Ok(())
+    super::setup::finish(h, &root).await
 }
 
 /// `unspecified` placeholder encryption is fine when the only placeholder is the sink's
@@ -206,7 +206,8 @@ async fn replication_placeholder_encryption_unspecified_is_ok_for_client_identit
     }
     .await;
     h.destroy_pool(&pool_name).await?;
-    result
+    result?;
+    super::setup::finish(h, &root).await
 }
 
 /// A gap in the receiver's hierarchy with `unspecified` placeholder encryption: the step fails
@@ -246,7 +247,7 @@ async fn replication_placeholder_encryption_unspecified_leads_to_failure_at_runt
         !exists(h, &first_placeholder).await?,
         "`{first_placeholder}` was created"
     );
-    Ok(())
+    super::setup::finish(h, &root).await
 }
 
 /// With `send -p`: a property the receiver excludes (`recv -x`) is absent there, a plain one
@@ -309,5 +310,5 @@ async fn replication_property_replication_works(h: &dyn Harness) -> Result<(), C
             "{OVERRIDDEN} on `{rfs}`"
         );
     }
-    Ok(())
+    super::setup::finish(h, &root).await
 }

@@ -107,7 +107,7 @@ async fn resumable_full_send_with_holds(
         [last_received("3", RECEIVER_JOB)?],
         "receiver abstractions"
     );
-    Ok(())
+    super::setup::finish(h, &pair.root).await
 }
 
 async fn replication_is_resumable_full_send_both_guarantee_resumability(
@@ -144,7 +144,7 @@ async fn replication_is_resumable_full_send_initial_incremental_incremental_incr
         [cursor(g3, SENDER_JOB)?],
         "sender abstractions"
     );
-    Ok(())
+    super::setup::finish(h, &pair.root).await
 }
 
 /// An incremental step interrupted under `guarantee_resumability` leaves step holds on `@1`
@@ -200,5 +200,5 @@ async fn replication_incremental_destroys_step_holds_iff_incremental_step_holds_
         [cursor(g2, SENDER_JOB)?],
         "sender abstractions at the end (no step holds, one cursor on @2)"
     );
-    Ok(())
+    super::setup::finish(h, &pair.root).await
 }
