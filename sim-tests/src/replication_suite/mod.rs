@@ -62,7 +62,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn case_names_are_unique_and_every_zrepl_test_has_one() {
+    fn case_names_are_unique_and_every_zrepl_test_is_there() {
         let all = cases();
         let names: std::collections::BTreeSet<_> = all.iter().map(|c| c.name).collect();
         assert_eq!(names.len(), all.len(), "duplicate case names");
