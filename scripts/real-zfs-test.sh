@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# scripts/real-zfs-test.sh [--filter SUBSTRING]
+# scripts/real-zfs-test.sh [--filter SUBSTRING] [--suite backend|replication|all]
 #
-# Runs the backend conformance suite (sim-tests/src/conformance) against real
-# OpenZFS: builds the `zferry-conformance` binary, starts the OpenZFS guest of
+# Runs the backend conformance suite (sim-tests/src/conformance) and then the
+# replication platform suite (sim-tests/src/replication_suite, zrepl's
+# Replication* platform tests) against real OpenZFS (--suite picks one):
+# builds the `zferry-conformance` binary, starts the OpenZFS guest of
 # scripts/realzfs.sh (building its image first on a fresh machine, ~7 min, as
 # root), makes a file-backed pool `zferry` in the guest, runs the binary there
-# with ZFERRY_REAL_ZFS=1, prints its output (ending with `N passed, N failed`),
-# stops the guest, and exits with the binary's status (0 all passed, 1 some
-# failed, 2 setup refused).
+# with ZFERRY_REAL_ZFS=1, prints its output (each suite ending with its own
+# `N passed, N failed` line), stops the guest, and exits with the binary's
+# status (0 all passed, 1 some failed, 2 setup refused).
 #
 # The guest is Debian 12 (glibc 2.36): the binary is built on the host, so the
 # host's glibc must not be newer.
@@ -30,16 +32,22 @@ GUEST_BIN=/root/zferry-conformance
 die() { echo "real-zfs-test: $*" >&2; exit 2; }
 
 filter=()
+suite=all
 while [ $# -gt 0 ]; do
   case "$1" in
-    --filter) [ $# -ge 2 ] || die "--filter needs a substring"; filter=(--filter "$2"); shift 2 ;;
-    *) die "usage: $0 [--filter SUBSTRING]" ;;
+    --filter) [ $# -ge 2 ] || die "--filter needs a substring"; filter+=(--filter "$2"); shift 2 ;;
+    --suite) [ $# -ge 2 ] || die "--suite needs backend, replication or all"; suite=$2; shift 2 ;;
+    *) die "usage: $0 [--filter SUBSTRING] [--suite backend|replication|all]" ;;
   esac
 done
 
 started=$(date +%s)
 
 profile=${ZFERRY_CONFORMANCE_PROFILE:-release}
+case "$suite" in
+  backend|replication|all) ;;
+  *) die "unknown suite $suite; choose backend, replication or all" ;;
+esac
 case "$profile" in
   dev) profile_dir=debug ;;
   *) profile_dir=$profile ;;
@@ -63,9 +71,26 @@ trap '"$realzfs" stop >/dev/null 2>&1 || true' EXIT
   || die "cannot create the pool $POOL in the guest"
 "$realzfs" put "$bin" "$GUEST_BIN"
 
+# Runs one suite in the guest; its exit status.
+run_suite() {
+  "$realzfs" run "ZFERRY_REAL_ZFS=1 $GUEST_BIN --pool $POOL --suite $1 ${filter[*]+$(printf '%q ' "${filter[@]}")}"
+}
+
 set +e
-"$realzfs" run "ZFERRY_REAL_ZFS=1 $GUEST_BIN --pool $POOL ${filter[*]+$(printf '%q ' "${filter[@]}")}"
-rc=$?
+rc=0
+if [ "$suite" != replication ]; then
+  run_suite backend; rc=$?
+fi
+if [ "$suite" != backend ]; then
+  # The replication suite starts from an empty pool: its senders list every dataset of every
+  # pool, and under emulation each leftover of the backend suite makes that slower.
+  if [ "$suite" = all ]; then
+    "$realzfs" run "zpool destroy -f $POOL && zpool create -f $POOL /var/tmp/$POOL.img" \
+      || die "cannot recreate the pool $POOL in the guest"
+  fi
+  run_suite replication; rc_replication=$?
+  [ "$rc_replication" -gt "$rc" ] && rc=$rc_replication
+fi
 set -e
 
 echo "real-zfs-test: exit $rc after $(( $(date +%s) - started )) s" >&2

@@ -12,3 +12,4 @@
 #![deny(missing_docs)]
 
 pub mod conformance;
+pub mod replication_suite;

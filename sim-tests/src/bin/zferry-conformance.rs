@@ -5,11 +5,14 @@
 //! `ZFERRY_REAL_ZFS=1` says that this machine is a throw-away one. Usage:
 //!
 //! ```text
-//! ZFERRY_REAL_ZFS=1 zferry-conformance [--pool POOL] [--filter SUBSTRING]
+//! ZFERRY_REAL_ZFS=1 zferry-conformance [--pool POOL] [--filter SUBSTRING] [--suite SUITE]
 //! ```
 //!
-//! POOL (default `zferry`, or `$ZFERRY_CONFORMANCE_POOL`) must exist; every case works under
-//! `POOL/case <name>`. Exit status: 0 all passed, 1 some failed, 2 refused or bad arguments.
+//! SUITE is `backend` (the backend conformance suite), `replication` (the replication platform
+//! suite, `zferry_sim_tests::replication_suite`) or `all` (the default: both, one after the
+//! other, each with its own `N passed, N failed` line). POOL (default `zferry`, or
+//! `$ZFERRY_CONFORMANCE_POOL`) must exist; every case works under `POOL/case <name>`. Exit
+//! status: 0 all passed, 1 some failed, 2 refused or bad arguments.
 
 use std::process::ExitCode;
 
@@ -22,22 +25,56 @@ const POOL_VAR: &str = "ZFERRY_CONFORMANCE_POOL";
 /// The pool used when none is named.
 const POOL_DEFAULT: &str = "zferry";
 
+/// Which suites to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Suites {
+    Backend,
+    Replication,
+    All,
+}
+
+impl Suites {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "backend" => Ok(Self::Backend),
+            "replication" => Ok(Self::Replication),
+            "all" => Ok(Self::All),
+            other => Err(format!(
+                "unknown suite `{other}`; choose backend, replication or all"
+            )),
+        }
+    }
+
+    fn backend(self) -> bool {
+        self != Self::Replication
+    }
+
+    fn replication(self) -> bool {
+        self != Self::Backend
+    }
+}
+
 /// The command line.
 #[derive(Debug)]
 struct Args {
     pool: String,
     filter: Option<String>,
+    suites: Suites,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut parsed = Args {
         pool: std::env::var(POOL_VAR).unwrap_or_else(|_| POOL_DEFAULT.to_owned()),
         filter: None,
+        suites: Suites::All,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--pool" => parsed.pool = args.next().ok_or("--pool needs a pool name")?,
             "--filter" => parsed.filter = Some(args.next().ok_or("--filter needs a substring")?),
+            "--suite" => {
+                parsed.suites = Suites::parse(&args.next().ok_or("--suite needs a suite name")?)?;
+            }
             // Accepted for the libtest-style call in scripts/realzfs.sh's header; cases always
             // run one at a time.
             "--test-threads=1" => {}
@@ -53,7 +90,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!(
                 "zferry-conformance: {e}\nusage: {ENABLE_VAR}=1 zferry-conformance [--pool POOL] \
-                 [--filter SUBSTRING]"
+                 [--filter SUBSTRING] [--suite backend|replication|all]"
             );
             return ExitCode::from(2);
         }
@@ -82,6 +119,7 @@ mod real {
     use zferry_core::backend::ZfsBackend;
     use zferry_core::name::DatasetName;
     use zferry_sim_tests::conformance::{self, CaseFailure, DatasetSpec, Harness};
+    use zferry_sim_tests::replication_suite;
     use zferry_zfs_cli::{ZfsCli, ZfsCliConfig};
 
     /// The raw key of every encrypted dataset the harness makes.
@@ -119,8 +157,18 @@ mod real {
                     return ExitCode::from(2);
                 }
             };
-            let report = conformance::run(Arc::new(harness), args.filter.as_deref()).await;
-            if report.n_failed() == 0 && !report.outcomes.is_empty() {
+            let harness: Arc<dyn Harness> = Arc::new(harness);
+            let filter = args.filter.as_deref();
+            let mut reports = Vec::new();
+            if args.suites.backend() {
+                reports.push(conformance::run(Arc::clone(&harness), filter).await);
+            }
+            if args.suites.replication() {
+                reports.push(replication_suite::run(Arc::clone(&harness), filter).await);
+            }
+            let n_ran: usize = reports.iter().map(|r| r.outcomes.len()).sum();
+            let n_failed: usize = reports.iter().map(|r| r.n_failed()).sum();
+            if n_failed == 0 && n_ran > 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -131,7 +179,7 @@ mod real {
     /// [`Harness`] over the `zfs` CLI backend on this machine.
     #[derive(Debug)]
     struct RealHarness {
-        cli: ZfsCli,
+        cli: Arc<ZfsCli>,
         pool: String,
         version: String,
         n_writes: AtomicU64,
@@ -161,7 +209,7 @@ mod real {
             )
             .await?;
             Ok(Self {
-                cli: ZfsCli::new(ZfsCliConfig::default()),
+                cli: Arc::new(ZfsCli::new(ZfsCliConfig::default())),
                 pool: pool.to_owned(),
                 version: first,
                 n_writes: AtomicU64::new(0),
@@ -172,7 +220,11 @@ mod real {
     #[async_trait]
     impl Harness for RealHarness {
         fn backend(&self) -> &dyn ZfsBackend {
-            &self.cli
+            self.cli.as_ref()
+        }
+
+        fn shared_backend(&self) -> Arc<dyn ZfsBackend> {
+            Arc::clone(&self.cli) as Arc<dyn ZfsBackend>
         }
 
         fn label(&self) -> String {
@@ -182,8 +234,13 @@ mod real {
         async fn fresh_root(&self, case: &str) -> Result<DatasetName, CaseFailure> {
             let root = DatasetName::parse(&format!("{}/case {case}", self.pool))
                 .map_err(|e| CaseFailure::new(format!("root name: {e}")))?;
-            // A leftover of an earlier run; its absence is the normal case.
-            let _ = run_cmd("zfs", &["destroy", "-r", root.as_str()]).await;
+            // A leftover of an earlier run (its absence is the normal case), with the holds of
+            // a replication case released first.
+            conformance::util::destroy_tree(self.cli.as_ref(), &root)
+                .await
+                .map_err(|e| {
+                    CaseFailure::new(format!("setup: remove the leftover `{root}`: {e}"))
+                })?;
             run_cmd("zfs", &["create", root.as_str()]).await?;
             Ok(root)
         }
@@ -325,5 +382,11 @@ mod tests {
         assert!(args(&["--pool"]).is_err());
         assert!(args(&["--bogus"]).unwrap_err().contains("--bogus"));
         assert!(args(&["--test-threads=1"]).unwrap().filter.is_none());
+        assert_eq!(args(&[]).unwrap().suites, Suites::All);
+        assert_eq!(
+            args(&["--suite", "replication"]).unwrap().suites,
+            Suites::Replication
+        );
+        assert!(args(&["--suite", "nope"]).unwrap_err().contains("nope"));
     }
 }

@@ -290,3 +290,40 @@ pub fn local_placeholder_props(placeholder: &str) -> BTreeMap<String, (String, P
     .into_iter()
     .collect()
 }
+
+/// Destroys `root` and everything below it, releasing every hold on its snapshots first
+/// (`zfs destroy -r` refuses held snapshots). A missing `root` is success.
+pub async fn destroy_tree(
+    backend: &dyn zferry_core::backend::ZfsBackend,
+    root: &DatasetName,
+) -> Result<(), ZfsError> {
+    let datasets = match backend.list_datasets(Some(root), &[]).await {
+        Ok(entries) => entries.into_iter().map(|e| e.name).collect::<Vec<_>>(),
+        Err(e) if e.kind == ZfsErrorKind::DoesNotExist => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let listing = backend
+        .list_versions(&datasets, VersionTypes::Snapshots)
+        .await?;
+    for dataset in &datasets {
+        for v in listing.versions(dataset) {
+            if v.userrefs.unwrap_or(0) == 0 {
+                continue;
+            }
+            let name = VersionName::new(dataset.clone(), VersionKind::Snapshot, v.name.clone())
+                .map_err(|e| {
+                    ZfsError::new(
+                        Operation::Release,
+                        dataset,
+                        ZfsErrorKind::Other {
+                            detail: e.to_string(),
+                        },
+                    )
+                })?;
+            for tag in backend.holds(&name).await? {
+                backend.release(&tag, std::slice::from_ref(&name)).await?;
+            }
+        }
+    }
+    backend.destroy_dataset(root, true).await
+}
