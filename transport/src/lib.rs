@@ -22,6 +22,8 @@
 mod conn;
 mod error;
 pub mod identity;
+pub mod ssh;
+pub mod stdinserver;
 pub mod tcp;
 pub mod tls;
 pub mod wire;
