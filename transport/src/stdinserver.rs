@@ -27,6 +27,10 @@ use zferry_core::name::NameError;
 
 use crate::identity::{ClientIdentity, parse_client_identity};
 
+/// Where `zferry stdinserver` connects unless `--socket` says otherwise (zrepl used
+/// `/var/run/zrepl/stdinserver/<identity>`). The daemon creates `/var/run/zferry` with mode 0700.
+pub const DEFAULT_SOCKET_PATH: &str = "/var/run/zferry/stdinserver.sock";
+
 /// The first bytes of the header the forced command sends; the version is part of it.
 pub const HEADER_MAGIC: &str = "ZFERRY-STDINSERVER 1 ";
 
