@@ -74,7 +74,9 @@ fn relay(args: &Args, header: &[u8]) -> Result<(), String> {
     // The client closing ssh ends stdin: pass the end on so the daemon closes its side.
     // This thread is not joined: the process exits when the daemon's side ends.
     std::thread::spawn(move || {
-        let _ = io::copy(&mut stdin, &mut up);
+        if let Err(e) = io::copy(&mut stdin, &mut up) {
+            eprintln!("zferry stdinserver: copying from ssh to the daemon: {e}");
+        }
         let _ = up.shutdown(Shutdown::Write);
     });
     io::copy(&mut sock, &mut stdout)

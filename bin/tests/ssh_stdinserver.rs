@@ -241,11 +241,23 @@ async fn rpc_and_streams_reach_the_daemon_through_sshd() {
     let mut good = fx.base.clone();
     good.identity_file = fx.good_key.clone();
     let stream = connect(&good).await.unwrap();
-    let client: Client<Req, Resp> = Client::connect(stream, config()).await.unwrap();
-    let echoed = client
-        .call(&Req::Echo("über ssh".to_owned()))
-        .await
-        .unwrap();
+    let stderr = stream.stderr_handle();
+    let client: Client<Req, Resp> = match Client::connect(stream, config()).await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "handshake over ssh: {e}; ssh's stderr: {}; server: {:?}",
+            stderr.text(),
+            server.await
+        ),
+    };
+    let echoed = match client.call(&Req::Echo("über ssh".to_owned())).await {
+        Ok(r) => r,
+        Err(e) => panic!(
+            "call over ssh: {e}; ssh's stderr: {}; server: {:?}",
+            stderr.text(),
+            server.await
+        ),
+    };
     assert_eq!(echoed, Resp::Echo("über ssh".to_owned()));
 
     let len = 8 << 20;

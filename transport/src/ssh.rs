@@ -43,6 +43,10 @@ pub const STDERR_TAIL_BYTES_MAX: usize = 4096;
 /// How long to wait for ssh to exit (and for its stderr) after its stdout closed at dial time.
 pub const EXIT_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a dropped stream's ssh may take to pass on the last bytes (the transport's close
+/// notice) and exit after its stdin closed, before it is killed.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// The most `options` (a bound on the command line).
 pub const OPTIONS_MAX: usize = 256;
 
@@ -234,7 +238,7 @@ pub async fn connect(config: &SshConnect) -> Result<SshStream, SshError> {
     let mut stream = SshStream {
         stdout,
         stdin,
-        child,
+        child: Some(child),
         stderr: tail,
     };
     let mut banner = vec![0u8; READY_BANNER.len()];
@@ -257,10 +261,13 @@ pub async fn connect(config: &SshConnect) -> Result<SshStream, SshError> {
         }),
         Ok(_) => {
             // Closed early (or a read error): let ssh exit and its stderr drain, briefly.
-            let status = match tokio::time::timeout(EXIT_WAIT, stream.child.wait()).await {
-                Ok(Ok(status)) => status.to_string(),
-                Ok(Err(e)) => format!("wait failed: {e}"),
-                Err(_) => "still running".to_owned(),
+            let status = match stream.child.as_mut() {
+                None => "gone".to_owned(),
+                Some(child) => match tokio::time::timeout(EXIT_WAIT, child.wait()).await {
+                    Ok(Ok(status)) => status.to_string(),
+                    Ok(Err(e)) => format!("wait failed: {e}"),
+                    Err(_) => "still running".to_owned(),
+                },
             };
             let _ = tokio::time::timeout(EXIT_WAIT, stderr_task).await;
             Err(SshError::Exited {
@@ -272,13 +279,39 @@ pub async fn connect(config: &SshConnect) -> Result<SshStream, SshError> {
     }
 }
 
-/// ssh's stdout and stdin as one stream; the child is killed when it is dropped.
+/// ssh's stdout and stdin as one stream. Dropping it closes ssh's stdin, so ssh passes on
+/// what it still holds (the transport's close notice) and exits; it is killed if it has not
+/// exited within [`CLOSE_GRACE`] (or at once when no tokio runtime is left to wait).
 #[derive(Debug)]
 pub struct SshStream {
     stdout: ChildStdout,
     stdin: ChildStdin,
-    child: Child,
+    child: Option<Child>,
     stderr: StderrTail,
+}
+
+impl Drop for SshStream {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // The stdin field is dropped right after this, which closes the pipe.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if tokio::time::timeout(CLOSE_GRACE, child.wait())
+                        .await
+                        .is_err()
+                    {
+                        let _ = child.kill().await;
+                    }
+                });
+            }
+            Err(_) => {
+                let _ = child.start_kill();
+            }
+        }
+    }
 }
 
 impl SshStream {
@@ -295,7 +328,7 @@ impl SshStream {
 
     /// ssh's process id, if it is still running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.child.as_ref().and_then(Child::id)
     }
 }
 
