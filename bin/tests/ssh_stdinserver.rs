@@ -11,7 +11,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -140,7 +142,7 @@ struct Fixture {
     no_daemon_key: PathBuf,
 }
 
-fn start() -> Fixture {
+async fn start() -> Fixture {
     ensure_sshd();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -202,7 +204,7 @@ fn start() -> Fixture {
             panic!("sshd exited with {status} (its stderr is above)");
         }
         assert!(Instant::now() < deadline, "sshd did not listen within 5 s");
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut base = SshConnect::new("127.0.0.1", &user(), Path::new("/unset"));
     base.port = port;
@@ -230,7 +232,7 @@ async fn rpc_and_streams_reach_the_daemon_through_sshd() {
         return;
     }
     let started = Instant::now();
-    let fx = start();
+    let fx = start().await;
     let listener = StdinserverListener::bind(&fx.socket).await.unwrap();
     let server = tokio::spawn(async move {
         let (stream, identity) = listener.accept().await.unwrap();

@@ -485,7 +485,8 @@ mod tests {
     #[test]
     fn unsafe_configs_are_refused() {
         let base = SshConnect::new("h", "u", Path::new("/k"));
-        let cases: [(fn(&mut SshConnect), &str); 5] = [
+        type Change = fn(&mut SshConnect);
+        let cases: [(Change, &str); 5] = [
             (|c| c.host = "-oProxyCommand=evil".to_owned(), "host"),
             (|c| c.host = String::new(), "host"),
             (|c| c.user = "-x".to_owned(), "user"),
