@@ -7,7 +7,7 @@
 //! socket to stdout until the daemon closes the connection. See
 //! `zferry_transport::stdinserver` for the trust model.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
@@ -16,6 +16,10 @@ use std::process::ExitCode;
 
 use zferry_transport::identity::parse_client_identity;
 use zferry_transport::stdinserver::{DEFAULT_SOCKET_PATH, header};
+
+/// The relay's buffer per direction: the transport's data chunks are 1 MiB, so large reads
+/// and writes keep the system calls per byte low.
+const COPY_BUFFER_BYTES: usize = 256 << 10;
 
 /// Arguments of `zferry stdinserver`.
 #[derive(Debug, clap::Args)]
@@ -55,7 +59,7 @@ fn relay(args: &Args, header: &[u8]) -> Result<(), String> {
     })?;
     sock.write_all(header)
         .map_err(|e| format!("sending the header to {socket}: {e}"))?;
-    // Duplicates of fds 0 and 1, as files: unbuffered, and `io::copy` can splice pipes.
+    // Duplicates of fds 0 and 1, as files: unbuffered, so each read is passed on at once.
     let mut stdin = std::fs::File::from(
         io::stdin()
             .as_fd()
@@ -74,12 +78,29 @@ fn relay(args: &Args, header: &[u8]) -> Result<(), String> {
     // The client closing ssh ends stdin: pass the end on so the daemon closes its side.
     // This thread is not joined: the process exits when the daemon's side ends.
     std::thread::spawn(move || {
-        if let Err(e) = io::copy(&mut stdin, &mut up) {
+        if let Err(e) = relay_copy(&mut stdin, &mut up) {
             eprintln!("zferry stdinserver: copying from ssh to the daemon: {e}");
         }
         let _ = up.shutdown(Shutdown::Write);
     });
-    io::copy(&mut sock, &mut stdout)
+    relay_copy(&mut sock, &mut stdout)
         .map_err(|e| format!("copying from the daemon at {socket} to ssh: {e}"))?;
     Ok(())
+}
+
+/// Copies until `from` ends, writing each read at once. (`io::copy` may splice pipes into
+/// the socket on Linux, which held back a small write behind the next one over sshd.)
+fn relay_copy(from: &mut impl Read, to: &mut impl Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; COPY_BUFFER_BYTES];
+    let mut n_bytes = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(n_bytes),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        n_bytes += n as u64;
+    }
 }
