@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use zferry_transport::ssh::{SshConnect, SshError, connect};
+use zferry_transport::ssh::{SshConnect, SshError, connect, connect_client};
 use zferry_transport::stdinserver::StdinserverListener;
 use zferry_transport::{ByteReader, Client, Config, Reply, Service, serve};
 
@@ -234,10 +234,14 @@ async fn rpc_and_streams_reach_the_daemon_through_sshd() {
     let started = Instant::now();
     let fx = start().await;
     let listener = StdinserverListener::bind(&fx.socket).await.unwrap();
+    // Two sessions, one after the other: the stream API, then `connect_client`.
     let server = tokio::spawn(async move {
-        let (stream, identity) = listener.accept().await.unwrap();
-        assert_eq!(identity.as_str(), "host1");
-        serve(stream, Arc::new(Svc), config()).await
+        for _ in 0..2 {
+            let (stream, identity) = listener.accept().await.unwrap();
+            assert_eq!(identity.as_str(), "host1");
+            serve(stream, Arc::new(Svc), config()).await?;
+        }
+        Ok::<(), zferry_transport::TransportError>(())
     });
 
     let mut good = fx.base.clone();
@@ -274,6 +278,10 @@ async fn rpc_and_streams_reach_the_daemon_through_sshd() {
         .unwrap();
     assert_eq!(resp, Resp::Uploaded(up, 0));
 
+    drop(client);
+    let client: Client<Req, Resp> = connect_client(&good, config()).await.unwrap();
+    let echoed = client.call(&Req::Echo("again".to_owned())).await.unwrap();
+    assert_eq!(echoed, Resp::Echo("again".to_owned()));
     drop(client);
     server.await.unwrap().unwrap();
 

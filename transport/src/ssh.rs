@@ -31,8 +31,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use zferry_core::error_class::{Classify, ErrorClass, FailureKind};
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use crate::error::TransportError;
 use crate::stdinserver::READY_BANNER;
+use crate::{Client, Config};
 
 /// zrepl's default `dial_timeout`.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -277,6 +281,31 @@ pub async fn connect(config: &SshConnect) -> Result<SshStream, SshError> {
             })
         }
     }
+}
+
+/// Connects through ssh and runs the transport's handshake: a [`Client`] ready for requests.
+/// A failed handshake keeps ssh's stderr in the message (a remote `zferry` too old, or a
+/// daemon that closed the connection, says so there).
+pub async fn connect_client<Req, Resp>(
+    config: &SshConnect,
+    transport: Config,
+) -> Result<Client<Req, Resp>, TransportError>
+where
+    Req: Serialize,
+    Resp: DeserializeOwned,
+{
+    let stream = connect(config).await?;
+    let stderr = stream.stderr_handle();
+    Client::connect(stream, transport)
+        .await
+        .map_err(|e| match e {
+            TransportError::Handshake(_) | TransportError::Timeout { .. } => e,
+            other => TransportError::Io {
+                op: "ssh handshake",
+                kind: io::ErrorKind::ConnectionAborted,
+                detail: format!("{other}; ssh's stderr: {}", stderr.text()),
+            },
+        })
 }
 
 /// ssh's stdout and stdin as one stream. Dropping it closes ssh's stdin, so ssh passes on
