@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod cmd_demo;
 mod cmd_plan;
 mod cmd_prune;
+mod cmd_stdinserver;
 mod cmd_test;
 mod input;
 mod text;
@@ -29,6 +30,8 @@ enum Command {
     Plan(cmd_plan::Args),
     /// Show which snapshots zrepl-style keep rules would destroy (dry runs only).
     Prune(cmd_prune::Args),
+    /// The forced command of the `ssh+stdinserver` transport (for `authorized_keys`).
+    Stdinserver(cmd_stdinserver::Args),
     /// Diagnostics that check one piece of zferry against your input.
     Test(cmd_test::Args),
 }
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd_demo::run(&args),
         Command::Plan(args) => cmd_plan::run(&args),
         Command::Prune(args) => cmd_prune::run(&args),
+        Command::Stdinserver(args) => cmd_stdinserver::run(args),
         Command::Test(args) => cmd_test::run(args),
     }
 }

@@ -23,6 +23,8 @@ mod conn;
 pub mod endpoint_rpc;
 mod error;
 pub mod identity;
+pub mod ssh;
+pub mod stdinserver;
 pub mod tcp;
 pub mod tls;
 pub mod wire;

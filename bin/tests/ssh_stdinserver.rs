@@ -1,0 +1,308 @@
+//! `ssh+stdinserver` end to end: a real OpenSSH server on loopback whose `authorized_keys`
+//! forces the built `zferry stdinserver`, the ssh client transport, and a transport server on
+//! the daemon's stdinserver socket. Takes about a second.
+//!
+//! It needs `/usr/sbin/sshd` (Debian's `openssh-server`); if it is missing the test tries to
+//! install it with apt-get and FAILS if it cannot. `ZFERRY_SKIP_SSH_TEST=1` skips it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A broken fixture is a test failure.
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use zferry_transport::ssh::{SshConnect, SshError, connect, connect_client};
+use zferry_transport::stdinserver::StdinserverListener;
+use zferry_transport::{ByteReader, Client, Config, Reply, Service, serve};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Req {
+    Echo(String),
+    Download(u64),
+    Upload,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Resp {
+    Echo(String),
+    Download,
+    Uploaded(u64, u64),
+}
+
+struct Svc;
+
+impl Service for Svc {
+    type Request = Req;
+    type Response = Resp;
+
+    async fn call(&self, request: Req, upload: Option<ByteReader>) -> Reply<Resp> {
+        match request {
+            Req::Echo(s) => Reply::new(Resp::Echo(s)),
+            Req::Download(len) => {
+                Reply::with_download(Resp::Download, Box::pin(tokio::io::repeat(0xab).take(len)))
+            }
+            Req::Upload => {
+                let (len, n_bad) = count(&mut upload.unwrap(), 0xcd).await;
+                Reply::new(Resp::Uploaded(len, n_bad))
+            }
+        }
+    }
+}
+
+/// Reads to the end; returns the length and how many bytes differ from `expected`.
+async fn count<R: AsyncRead + Unpin>(r: &mut R, expected: u8) -> (u64, u64) {
+    let mut buf = vec![0u8; 64 << 10];
+    let (mut len, mut n_bad) = (0u64, 0u64);
+    loop {
+        let n = r.read(&mut buf).await.unwrap();
+        if n == 0 {
+            return (len, n_bad);
+        }
+        len += n as u64;
+        n_bad += buf[..n].iter().filter(|b| **b != expected).count() as u64;
+    }
+}
+
+fn config() -> Config {
+    Config {
+        heartbeat_interval: Duration::from_millis(500),
+        peer_timeout: Duration::from_secs(3),
+        handshake_timeout: Duration::from_secs(3),
+        ..Config::default()
+    }
+}
+
+/// sshd, killed when dropped.
+struct Sshd(Child);
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ensure_sshd() {
+    if Path::new(SSHD).exists() {
+        return;
+    }
+    eprintln!("{SSHD} is missing: installing openssh-server with apt-get");
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", "openssh-server"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status();
+    assert!(
+        Path::new(SSHD).exists(),
+        "{SSHD} is missing and `apt-get install openssh-server` failed ({installed:?}); install \
+         it, or set ZFERRY_SKIP_SSH_TEST=1 to skip this test"
+    );
+}
+
+fn keygen(path: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "zferry-test", "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen (OpenSSH's client) must be installed");
+    assert!(out.status.success(), "{out:?}");
+    std::fs::read_to_string(path.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn user() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    _sshd: Sshd,
+    socket: PathBuf,
+    base: SshConnect,
+    good_key: PathBuf,
+    unknown_key: PathBuf,
+    no_daemon_key: PathBuf,
+}
+
+async fn start() -> Fixture {
+    ensure_sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let host_pub = keygen(&d.join("host_key"));
+    let good_pub = keygen(&d.join("good key"));
+    let no_daemon_pub = keygen(&d.join("no_daemon_key"));
+    keygen(&d.join("unknown_key"));
+    let socket = d.join("stdinserver.sock");
+    let zferry = env!("CARGO_BIN_EXE_zferry");
+    std::fs::write(
+        d.join("authorized_keys"),
+        format!(
+            "command=\"{zferry} stdinserver --socket {} host1\",restrict {good_pub}\n\
+             command=\"{zferry} stdinserver --socket {} host2\",restrict {no_daemon_pub}\n",
+            socket.display(),
+            d.join("nothing-here.sock").display(),
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    std::fs::write(
+        d.join("sshd_config"),
+        format!(
+            "ListenAddress 127.0.0.1:{port}\n\
+             HostKey {d}/host_key\n\
+             AuthorizedKeysFile {d}/authorized_keys\n\
+             PidFile {d}/sshd.pid\n\
+             UsePAM no\n\
+             StrictModes no\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\n\
+             LogLevel ERROR\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("known_hosts"),
+        format!("[127.0.0.1]:{port} {host_pub}\n"),
+    )
+    .unwrap();
+    // Debian's sshd refuses to start without its privilege-separation directory.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let mut sshd = Sshd(
+        Command::new(SSHD)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = sshd.0.try_wait().unwrap() {
+            panic!("sshd exited with {status} (its stderr is above)");
+        }
+        assert!(Instant::now() < deadline, "sshd did not listen within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut base = SshConnect::new("127.0.0.1", &user(), Path::new("/unset"));
+    base.port = port;
+    base.dial_timeout = Duration::from_secs(5);
+    base.options = vec![
+        format!("UserKnownHostsFile={}/known_hosts", d.display()),
+        "GlobalKnownHostsFile=/dev/null".to_owned(),
+        "StrictHostKeyChecking=yes".to_owned(),
+    ];
+    Fixture {
+        socket,
+        base,
+        good_key: d.join("good key"),
+        unknown_key: d.join("unknown_key"),
+        no_daemon_key: d.join("no_daemon_key"),
+        _sshd: sshd,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_and_streams_reach_the_daemon_through_sshd() {
+    if std::env::var("ZFERRY_SKIP_SSH_TEST").as_deref() == Ok("1") {
+        eprintln!("skipped: ZFERRY_SKIP_SSH_TEST=1");
+        return;
+    }
+    let started = Instant::now();
+    let fx = start().await;
+    let listener = StdinserverListener::bind(&fx.socket).await.unwrap();
+    // Two sessions, one after the other: the stream API, then `connect_client`.
+    let server = tokio::spawn(async move {
+        for _ in 0..2 {
+            let (stream, identity) = listener.accept().await.unwrap();
+            assert_eq!(identity.as_str(), "host1");
+            serve(stream, Arc::new(Svc), config()).await?;
+        }
+        Ok::<(), zferry_transport::TransportError>(())
+    });
+
+    let mut good = fx.base.clone();
+    good.identity_file = fx.good_key.clone();
+    let stream = connect(&good).await.unwrap();
+    let stderr = stream.stderr_handle();
+    let client: Client<Req, Resp> = match Client::connect(stream, config()).await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "handshake over ssh: {e}; ssh's stderr: {}; server: {:?}",
+            stderr.text(),
+            server.await
+        ),
+    };
+    let echoed = match client.call(&Req::Echo("über ssh".to_owned())).await {
+        Ok(r) => r,
+        Err(e) => panic!(
+            "call over ssh: {e}; ssh's stderr: {}; server: {:?}",
+            stderr.text(),
+            server.await
+        ),
+    };
+    assert_eq!(echoed, Resp::Echo("über ssh".to_owned()));
+
+    let len = 8 << 20;
+    let (resp, reader) = client.call_download(&Req::Download(len)).await.unwrap();
+    assert_eq!(resp, Resp::Download);
+    assert_eq!(count(&mut reader.unwrap(), 0xab).await, (len, 0));
+
+    let up = 5_000_003;
+    let resp = client
+        .call_upload(&Req::Upload, tokio::io::repeat(0xcd).take(up))
+        .await
+        .unwrap();
+    assert_eq!(resp, Resp::Uploaded(up, 0));
+
+    drop(client);
+    let client: Client<Req, Resp> = connect_client(&good, config()).await.unwrap();
+    let echoed = client.call(&Req::Echo("again".to_owned())).await.unwrap();
+    assert_eq!(echoed, Resp::Echo("again".to_owned()));
+    drop(client);
+    server.await.unwrap().unwrap();
+
+    // A key the server does not know: ssh's own message reaches the user.
+    let mut unknown = fx.base.clone();
+    unknown.identity_file = fx.unknown_key.clone();
+    let err = connect(&unknown).await.unwrap_err();
+    assert!(matches!(err, SshError::Exited { .. }), "{err}");
+    assert!(
+        err.to_string().contains("Permission denied (publickey)"),
+        "{err}"
+    );
+
+    // A known key whose forced command finds no daemon: the command's stderr reaches the user.
+    let mut no_daemon = fx.base.clone();
+    no_daemon.identity_file = fx.no_daemon_key.clone();
+    let err = connect(&no_daemon).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot connect to the zferry daemon"),
+        "{err}"
+    );
+    eprintln!("ssh end-to-end test took {:?}", started.elapsed());
+}
