@@ -306,3 +306,137 @@ async fn rpc_and_streams_reach_the_daemon_through_sshd() {
     );
     eprintln!("ssh end-to-end test took {:?}", started.elapsed());
 }
+
+/// A push job replicates to a sink through sshd: the push job's remote receiver dials with
+/// `ssh`, the forced `zferry stdinserver host1` hands the connection to the sink's stdinserver
+/// socket, and the sink serves its receiver for identity `host1`. Three snapshot rounds on the
+/// simulated ZFS arrive below `root_fs/host1`, with zrepl's cursor and last-received hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_to_a_sink_through_sshd() {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use zferry_core::backend::ZfsBackend;
+    use zferry_core::clock::TokioClock;
+    use zferry_core::endpoint::receiver::{PlaceholderEncryptionConfig, ReceiverConfig};
+    use zferry_core::endpoint::sender::{SendOptions, SenderConfig, SenderEndpoint};
+    use zferry_core::filter::Filter;
+    use zferry_core::job::active::{ActiveJob, ActiveJobConfig, PhaseOutcome, PruneMode};
+    use zferry_core::job::passive::SinkJob;
+    use zferry_core::job_id::JobId;
+    use zferry_core::name::{DatasetName, VersionName};
+    use zferry_core::prune::KeepRules;
+    use zferry_sim::SimZfs;
+    use zferry_transport::endpoint_rpc::{EndpointService, RemotePush, SshDial};
+
+    if std::env::var("ZFERRY_SKIP_SSH_TEST").as_deref() == Ok("1") {
+        eprintln!("skipped: ZFERRY_SKIP_SSH_TEST=1");
+        return;
+    }
+    let fx = start().await;
+    let listener = StdinserverListener::bind(&fx.socket).await.unwrap();
+    let ds = |s: &str| DatasetName::parse(s).unwrap();
+    let job = |s: &str| JobId::parse(s).unwrap();
+
+    let now = Arc::new(AtomicI64::new(1_767_225_600));
+    let sim = SimZfs::new(11, move || now.fetch_add(60, Ordering::SeqCst));
+    sim.setup().create_pool("src", 1 << 40).unwrap();
+    sim.setup().create_pool("dst", 1 << 40).unwrap();
+    let filesystems = [ds("src/data"), ds("src/data/a b")];
+    for fs in filesystems.iter().chain([&ds("dst/sink")]) {
+        sim.setup().create_dataset(fs).unwrap();
+    }
+    let backend: Arc<dyn ZfsBackend> = Arc::new(sim.clone());
+    let sink = Arc::new(SinkJob::new(
+        Arc::clone(&backend),
+        ReceiverConfig {
+            job: job("sink"),
+            root_fs: ds("dst/sink"),
+            client_identity: None,
+            placeholder_encryption: PlaceholderEncryptionConfig::Inherit,
+            properties_override: BTreeMap::new(),
+            properties_inherit: Vec::new(),
+        },
+    ));
+    let sink_listener = sink.listener();
+    let server = tokio::spawn(async move {
+        loop {
+            let (stream, identity) = listener.accept().await.unwrap();
+            assert_eq!(identity.as_str(), "host1");
+            let service = EndpointService::for_client(&sink_listener, &identity);
+            tokio::spawn(serve(stream, Arc::new(service), config()));
+        }
+    });
+
+    let mut good = fx.base.clone();
+    good.identity_file = fx.good_key.clone();
+    let sender = Arc::new(SenderEndpoint::new(
+        Arc::clone(&backend),
+        SenderConfig {
+            job: job("push"),
+            filter: Filter::from_entries([("src/data<", true)]).unwrap(),
+            send: SendOptions::default(),
+        },
+    ));
+    let mut config_ = ActiveJobConfig::new(job("push"), KeepRules::default(), KeepRules::default());
+    config_.prune_mode = PruneMode::Sequential;
+    let connect = RemotePush {
+        sender,
+        dial: Arc::new(SshDial {
+            ssh: good,
+            config: config(),
+        }),
+    };
+    let clock = Arc::new(TokioClock::starting_at(
+        jiff::Timestamp::from_second(1_767_225_600).unwrap(),
+    ));
+    let push = ActiveJob::new(config_, Arc::new(connect), clock);
+    for round in 1..=3 {
+        let snaps: Vec<VersionName> = filesystems
+            .iter()
+            .map(|fs| {
+                sim.setup().write(fs, 1 << 20).unwrap();
+                VersionName::parse(&format!("{fs}@r{round}")).unwrap()
+            })
+            .collect();
+        sim.setup().snapshot(&snaps).unwrap();
+        push.invocation(round).await;
+        let status = push.status();
+        let last = status.invocations.last().unwrap();
+        assert_eq!(
+            last.replication,
+            PhaseOutcome::Done,
+            "round {round}: {last:?}\n{}",
+            status.replication
+        );
+    }
+    server.abort();
+    for fs in &filesystems {
+        let copy = ds(&format!("dst/sink/host1/{fs}"));
+        let names: Vec<String> = sim
+            .versions(&copy)
+            .into_iter()
+            .filter(|v| v.is_snapshot())
+            .map(|v| v.name.to_string())
+            .collect();
+        assert_eq!(names, ["r1", "r2", "r3"], "{copy}");
+        let r3 = sim
+            .version(&VersionName::parse(&format!("{fs}@r3")).unwrap())
+            .unwrap();
+        let bookmarks: Vec<String> = sim
+            .versions(fs)
+            .into_iter()
+            .filter(|v| !v.is_snapshot())
+            .map(|v| v.name.to_string())
+            .collect();
+        assert_eq!(
+            bookmarks,
+            [format!("zrepl_CURSOR_G_{}_J_push", r3.guid.hex16())],
+            "{fs}"
+        );
+        let holds = sim
+            .holds(&VersionName::parse(&format!("{copy}@r3")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(holds, ["zrepl_last_received_J_sink"], "{copy}");
+    }
+}

@@ -19,7 +19,8 @@ pub mod messages;
 mod server;
 
 pub use client::{
-    Dial, EndpointClient, RemotePull, RemotePush, RemoteReceiver, RemoteSender, TcpDial, TlsDial,
+    Dial, EndpointClient, RemotePull, RemotePush, RemoteReceiver, RemoteSender, SshDial, TcpDial,
+    TlsDial,
 };
 pub use messages::{EndpointRequest, EndpointResponse, EndpointResult, RemoteError};
 pub use server::{

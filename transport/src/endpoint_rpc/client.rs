@@ -104,6 +104,27 @@ impl Dial for TlsDial {
     }
 }
 
+/// zrepl's `ssh+stdinserver` connect: the system `ssh` runs the server's forced command
+/// `zferry stdinserver IDENTITY`, whose stdio is the connection ([`crate::ssh`]).
+#[derive(Debug, Clone)]
+pub struct SshDial {
+    /// How to run `ssh`.
+    pub ssh: crate::ssh::SshConnect,
+    /// The connection's timing.
+    pub config: Config,
+}
+
+#[async_trait]
+impl Dial for SshDial {
+    async fn dial(&self) -> Result<EndpointClient, TransportError> {
+        crate::ssh::connect_client(&self.ssh, self.config).await
+    }
+
+    fn describe(&self) -> String {
+        format!("ssh {}@{}:{}", self.ssh.user, self.ssh.host, self.ssh.port)
+    }
+}
+
 /// A push job's connection: its own sender, and a sink reached through `dial`.
 #[derive(Debug, Clone)]
 pub struct RemotePush {
