@@ -313,20 +313,39 @@ async fn rpc_and_streams_reach_the_daemon_through_sshd() {
 /// simulated ZFS arrive below `root_fs/host1`, with zrepl's cursor and last-received hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_to_a_sink_through_sshd() {
+    replicate_through_sshd(Direction::Push).await;
+}
+
+/// The same with a pull job: the source serves its sender behind sshd, the pull job receives
+/// locally below its `root_fs` (no identity level).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_from_a_source_through_sshd() {
+    replicate_through_sshd(Direction::Pull).await;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Push,
+    Pull,
+}
+
+async fn replicate_through_sshd(direction: Direction) {
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicI64, Ordering};
     use zferry_core::backend::ZfsBackend;
     use zferry_core::clock::TokioClock;
+    use zferry_core::endpoint::receiver::ReceiverEndpoint;
     use zferry_core::endpoint::receiver::{PlaceholderEncryptionConfig, ReceiverConfig};
     use zferry_core::endpoint::sender::{SendOptions, SenderConfig, SenderEndpoint};
     use zferry_core::filter::Filter;
+    use zferry_core::job::active::Connect;
     use zferry_core::job::active::{ActiveJob, ActiveJobConfig, PhaseOutcome, PruneMode};
-    use zferry_core::job::passive::SinkJob;
+    use zferry_core::job::passive::{SinkJob, SourceJob};
     use zferry_core::job_id::JobId;
     use zferry_core::name::{DatasetName, VersionName};
     use zferry_core::prune::KeepRules;
     use zferry_sim::SimZfs;
-    use zferry_transport::endpoint_rpc::{EndpointService, RemotePush, SshDial};
+    use zferry_transport::endpoint_rpc::{EndpointService, RemotePull, RemotePush, SshDial};
 
     if std::env::var("ZFERRY_SKIP_SSH_TEST").as_deref() == Ok("1") {
         eprintln!("skipped: ZFERRY_SKIP_SSH_TEST=1");
@@ -346,18 +365,33 @@ async fn push_to_a_sink_through_sshd() {
         sim.setup().create_dataset(fs).unwrap();
     }
     let backend: Arc<dyn ZfsBackend> = Arc::new(sim.clone());
-    let sink = Arc::new(SinkJob::new(
+    let (sending_job, receiving_job, copy_root) = match direction {
+        Direction::Push => ("push", "sink", "dst/sink/host1"),
+        Direction::Pull => ("source", "pull", "dst/sink"),
+    };
+    let receiver_config = ReceiverConfig {
+        job: job(receiving_job),
+        root_fs: ds("dst/sink"),
+        client_identity: None,
+        placeholder_encryption: PlaceholderEncryptionConfig::Inherit,
+        properties_override: BTreeMap::new(),
+        properties_inherit: Vec::new(),
+    };
+    let sender = Arc::new(SenderEndpoint::new(
         Arc::clone(&backend),
-        ReceiverConfig {
-            job: job("sink"),
-            root_fs: ds("dst/sink"),
-            client_identity: None,
-            placeholder_encryption: PlaceholderEncryptionConfig::Inherit,
-            properties_override: BTreeMap::new(),
-            properties_inherit: Vec::new(),
+        SenderConfig {
+            job: job(sending_job),
+            filter: Filter::from_entries([("src/data<", true)]).unwrap(),
+            send: SendOptions::default(),
         },
     ));
-    let sink_listener = sink.listener();
+    let served = match direction {
+        Direction::Push => {
+            Arc::new(SinkJob::new(Arc::clone(&backend), receiver_config.clone())).listener()
+        }
+        Direction::Pull => SourceJob::new(Arc::clone(&sender), None).listener(),
+    };
+    let sink_listener = served;
     let server = tokio::spawn(async move {
         loop {
             let (stream, identity) = listener.accept().await.unwrap();
@@ -369,27 +403,33 @@ async fn push_to_a_sink_through_sshd() {
 
     let mut good = fx.base.clone();
     good.identity_file = fx.good_key.clone();
-    let sender = Arc::new(SenderEndpoint::new(
-        Arc::clone(&backend),
-        SenderConfig {
-            job: job("push"),
-            filter: Filter::from_entries([("src/data<", true)]).unwrap(),
-            send: SendOptions::default(),
-        },
-    ));
-    let mut config_ = ActiveJobConfig::new(job("push"), KeepRules::default(), KeepRules::default());
+    let mut config_ = ActiveJobConfig::new(
+        job(if direction == Direction::Push {
+            "push"
+        } else {
+            "pull"
+        }),
+        KeepRules::default(),
+        KeepRules::default(),
+    );
     config_.prune_mode = PruneMode::Sequential;
-    let connect = RemotePush {
-        sender,
-        dial: Arc::new(SshDial {
-            ssh: good,
-            config: config(),
+    let dial = Arc::new(SshDial {
+        ssh: good,
+        config: config(),
+    });
+    let connect: Arc<dyn Connect> = match direction {
+        Direction::Push => Arc::new(RemotePush { sender, dial }),
+        Direction::Pull => Arc::new(RemotePull {
+            dial,
+            receiver: Arc::new(
+                ReceiverEndpoint::new(Arc::clone(&backend), receiver_config).unwrap(),
+            ),
         }),
     };
     let clock = Arc::new(TokioClock::starting_at(
         jiff::Timestamp::from_second(1_767_225_600).unwrap(),
     ));
-    let push = ActiveJob::new(config_, Arc::new(connect), clock);
+    let push = ActiveJob::new(config_, connect, clock);
     for round in 1..=3 {
         let snaps: Vec<VersionName> = filesystems
             .iter()
@@ -411,7 +451,7 @@ async fn push_to_a_sink_through_sshd() {
     }
     server.abort();
     for fs in &filesystems {
-        let copy = ds(&format!("dst/sink/host1/{fs}"));
+        let copy = ds(&format!("{copy_root}/{fs}"));
         let names: Vec<String> = sim
             .versions(&copy)
             .into_iter()
@@ -430,13 +470,20 @@ async fn push_to_a_sink_through_sshd() {
             .collect();
         assert_eq!(
             bookmarks,
-            [format!("zrepl_CURSOR_G_{}_J_push", r3.guid.hex16())],
+            [format!(
+                "zrepl_CURSOR_G_{}_J_{sending_job}",
+                r3.guid.hex16()
+            )],
             "{fs}"
         );
         let holds = sim
             .holds(&VersionName::parse(&format!("{copy}@r3")).unwrap())
             .await
             .unwrap();
-        assert_eq!(holds, ["zrepl_last_received_J_sink"], "{copy}");
+        assert_eq!(
+            holds,
+            [format!("zrepl_last_received_J_{receiving_job}")],
+            "{copy}"
+        );
     }
 }
