@@ -483,6 +483,25 @@ async fn pull_from_a_source_over_tcp() {
     let mut world = World::new();
     let source: Arc<dyn Sender> = world.sender("source");
     let served = serve_tcp_on(Listener::Source(source), &[("127.0.0.1", "puller")]).await;
+    let dial = tcp_dial(&served.addr);
+    pull_rounds(&mut world, dial).await;
+    assert_eq!(served.stop().await, vec![]);
+}
+
+/// The same over TLS, the source knowing the puller by its certificate's CN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_from_a_source_over_tls() {
+    let mut world = World::new();
+    let ca = ca("zferry test CA");
+    let source: Arc<dyn Sender> = world.sender("source");
+    let served = serve_tls_on(Listener::Source(source), tls_server(&ca, &["puller"])).await;
+    let dial = tls_dial(&ca, "puller", &served.addr);
+    pull_rounds(&mut world, dial).await;
+    assert_eq!(served.stop().await, vec![]);
+}
+
+/// Four pull invocations through `dial`, then the end state of every filesystem.
+async fn pull_rounds(world: &mut World, dial: Arc<dyn Dial>) {
     let receiver: Arc<dyn Receiver> = Arc::new(
         ReceiverEndpoint::new(
             world.backend(),
@@ -495,10 +514,7 @@ async fn pull_from_a_source_over_tcp() {
     config.prune_mode = PruneMode::Sequential;
     let pull = ActiveJob::new(
         config,
-        Arc::new(RemotePull {
-            dial: tcp_dial(&served.addr),
-            receiver,
-        }),
+        Arc::new(RemotePull { dial, receiver }),
         world.clock.clone(),
     );
     for n in 1..=4 {
@@ -512,8 +528,6 @@ async fn pull_from_a_source_over_tcp() {
         assert_eq!(world.snapshots(&to(fs)).len(), 3, "{fs}");
     }
     world.assert_converged(to, "source", "pull").await;
-    drop(pull);
-    assert_eq!(served.stop().await, vec![]);
 }
 
 /// Two clients of one sink, named by their source address: each lands below its own identity,
