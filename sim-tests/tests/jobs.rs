@@ -936,3 +936,53 @@ async fn pull_from_a_source_with_its_snapshotter_for_a_week() {
             .await;
     }
 }
+
+/// A reset while the job is idle is not kept: the next invocation runs to its end. A wakeup
+/// does not move a pull job's interval schedule.
+#[tokio::test(start_paused = true)]
+async fn an_idle_reset_is_dropped_and_a_wakeup_keeps_the_schedule() {
+    let mut world = World::new();
+    let hub = Arc::new(LocalHub::default());
+    let source: Arc<dyn Sender> = world.sender("source");
+    hub.register("source", Listener::Source(source));
+    let connect = LocalPull {
+        hub: Arc::clone(&hub),
+        listener: "source".to_owned(),
+        receiver: world.receiver("pull", "dst/sink", None),
+    };
+    let pull = Arc::new(ActiveJob::new(
+        ActiveJobConfig::new(job("pull"), KeepRules::default(), KeepRules::default()),
+        Arc::new(connect),
+        world.clock.clone(),
+    ));
+    let signals = pull.signals();
+    world.snapshot_round();
+    let started = tokio::time::Instant::now();
+    let runner = {
+        let pull = Arc::clone(&pull);
+        tokio::spawn(async move { pull.run(Trigger::Interval(HOUR)).await })
+    };
+    // The first run happens at once; then the job idles until the next hour.
+    tokio::time::sleep(HOUR / 4).await;
+    signals.reset();
+    tokio::time::sleep(HOUR / 4).await;
+    signals.wakeup();
+    // Runs: at 0 (interval), at 0:30 (wakeup), at 1:00 (interval, not moved by the wakeup).
+    tokio::time::sleep(HOUR * 3 / 4).await;
+    signals.shutdown();
+    runner.await.unwrap();
+    let status = pull.status();
+    let starts: Vec<u64> = status
+        .invocations
+        .iter()
+        .map(|i| {
+            let since = i.started.duration_since(world.clock.now()).unsigned_abs();
+            let elapsed = started.elapsed();
+            (elapsed.saturating_sub(since)).as_secs() / 60
+        })
+        .collect();
+    assert_eq!(starts, [0, 30, 60], "{:?}", status.invocations);
+    for invocation in &status.invocations {
+        assert_eq!(invocation.replication, PhaseOutcome::Done, "{invocation:?}");
+    }
+}

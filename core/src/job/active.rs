@@ -72,6 +72,14 @@ pub enum PruneMode {
     Sequential,
 }
 
+/// What ended the job loop's wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Woken {
+    Shutdown,
+    Wakeup,
+    Trigger,
+}
+
 /// What starts an invocation besides a wakeup.
 #[derive(Debug)]
 pub enum Trigger {
@@ -150,7 +158,9 @@ impl JobSignals {
 
     /// Cancels the running invocation, if any.
     pub fn reset(&self) {
-        self.reset.notify_one();
+        // Only a running invocation is reset; a reset while idle must not cancel the next
+        // one, so no permit is stored (as zrepl: "already reset" when nothing runs).
+        self.reset.notify_waiters();
     }
 
     /// Ends the job's loop, cancelling what runs.
@@ -295,16 +305,19 @@ impl ActiveJob {
             }
             let woken = tokio::select! {
                 biased;
-                _ = shutdown.changed() => false,
-                _ = self.signals.wakeup.notified() => true,
-                got = next_trigger(&mut trigger, next_tick) => got,
+                _ = shutdown.changed() => Woken::Shutdown,
+                _ = self.signals.wakeup.notified() => Woken::Wakeup,
+                _ = next_trigger(&mut trigger, next_tick) => Woken::Trigger,
             };
-            if !woken || self.signals.is_shutdown() {
+            if woken == Woken::Shutdown || self.signals.is_shutdown() {
                 return;
             }
-            if let (Trigger::Interval(every), Some(tick)) = (&trigger, next_tick.as_mut()) {
+            if let (Woken::Trigger, Trigger::Interval(every), Some(tick)) =
+                (woken, &trigger, next_tick.as_mut())
+            {
                 // The next tick is one interval after this one, or now if we are late (a run
-                // that took longer than the interval leaves exactly one run pending).
+                // that took longer than the interval leaves exactly one run pending). A wakeup
+                // does not move the schedule.
                 *tick = (*tick + *every).max(tokio::time::Instant::now());
             }
             number += 1;
@@ -620,10 +633,10 @@ async fn wait_for_plan(report: &ReportHandle) -> Planned {
     }
 }
 
-async fn next_trigger(trigger: &mut Trigger, next_tick: Option<tokio::time::Instant>) -> bool {
+async fn next_trigger(trigger: &mut Trigger, next_tick: Option<tokio::time::Instant>) {
     match trigger {
         Trigger::Snapshots(rounds) => match rounds.recv().await {
-            Some(_round) => true,
+            Some(_round) => {}
             // The snapshotter is gone: only wakeups remain.
             None => std::future::pending().await,
         },
@@ -631,7 +644,6 @@ async fn next_trigger(trigger: &mut Trigger, next_tick: Option<tokio::time::Inst
             if let Some(at) = next_tick {
                 tokio::time::sleep_until(at).await;
             }
-            true
         }
         Trigger::Manual => std::future::pending().await,
     }
