@@ -30,7 +30,7 @@
 //! - [`decide_filesystem`]: after one filesystem's error, does that filesystem retry, stop, or
 //!   does the whole attempt stop?
 //! - [`decide_run`]: after an attempt ended, is the run done, does it reconnect and make another
-//!   attempt (at most [`ATTEMPTS_MAX`] in all), or does it stop?
+//!   attempt (at most `attempts_max` in all, by default [`ATTEMPTS_MAX`]), or does it stop?
 
 use std::fmt;
 
@@ -222,7 +222,7 @@ pub enum StopReason {
         /// The most recent permanent attempt-scoped error.
         cause: usize,
     },
-    /// Temporary errors persisted through [`ATTEMPTS_MAX`] attempts.
+    /// Temporary errors persisted through the allowed number of attempts.
     AttemptsExhausted {
         /// The attempts made.
         n_attempts: u32,
@@ -237,18 +237,19 @@ pub enum StopReason {
 }
 
 /// Decides the run's next move from the classes of the errors of the attempt that just ended
-/// (most recent last) and the number of attempts made so far, this one included.
+/// (most recent last), the number of attempts made so far (this one included), and the most
+/// a run may make (the configured `attempts_max`, zrepl's default [`ATTEMPTS_MAX`]).
 ///
 /// 1. No errors: [`RunDecision::Done`].
 /// 2. A permanent attempt-scoped error: stop (another attempt would fail the same way).
-/// 3. Otherwise a temporary error: reconnect and make another attempt, unless [`ATTEMPTS_MAX`]
+/// 3. Otherwise a temporary error: reconnect and make another attempt, unless `attempts_max`
 ///    attempts have been made.
 /// 4. Otherwise only filesystems failed for good, the others completed: stop.
 ///
 /// zrepl looks at the most recent error only. That stops the run when a conflict on one
 /// filesystem happens to be reported after a timeout that interrupted the others; here a
 /// filesystem's permanent error never prevents the retry that the other filesystems need.
-pub fn decide_run(errors: &[ErrorClass], n_attempts_made: u32) -> RunDecision {
+pub fn decide_run(errors: &[ErrorClass], n_attempts_made: u32, attempts_max: u32) -> RunDecision {
     let most_recent = |wanted: fn(&ErrorClass) -> bool| errors.iter().rposition(wanted);
     if errors.is_empty() {
         return RunDecision::Done;
@@ -259,7 +260,7 @@ pub fn decide_run(errors: &[ErrorClass], n_attempts_made: u32) -> RunDecision {
         };
     }
     if let Some(cause) = most_recent(|c| c.persistence == Persistence::Temporary) {
-        if n_attempts_made < ATTEMPTS_MAX {
+        if n_attempts_made < attempts_max {
             return RunDecision::RetryAfterReconnect { cause };
         }
         return RunDecision::StopRun {
@@ -347,7 +348,7 @@ mod tests {
             ("TA", 4, "stop exhausted n=4 cause=0"),
         ];
         for (errors, n_attempts, expected) in table {
-            let got = render_run(decide_run(&classes(errors), *n_attempts));
+            let got = render_run(decide_run(&classes(errors), *n_attempts, ATTEMPTS_MAX));
             assert_eq!(got, *expected, "errors {errors:?}, attempt {n_attempts}");
         }
     }

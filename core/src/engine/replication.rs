@@ -251,14 +251,7 @@ impl Replication {
             ctx.report.new_attempt(n_attempts);
             let errors = attempt(ctx).await;
             let classes: Vec<ErrorClass> = errors.iter().map(|(c, _)| *c).collect();
-            // decide_run knows zrepl's default number of attempts; a smaller configured number
-            // is applied by presenting the last allowed attempt as the last one.
-            let n_for_decision = if n_attempts >= attempts_max {
-                n_attempts.max(ATTEMPTS_MAX)
-            } else {
-                n_attempts.min(ATTEMPTS_MAX - 1)
-            };
-            match decide_run(&classes, n_for_decision) {
+            match decide_run(&classes, n_attempts, attempts_max) {
                 RunDecision::Done => {
                     ctx.report.update(|r| r.state = RunState::Done);
                     return RunOutcome::Done;
